@@ -1,0 +1,46 @@
+# pycrio: `make install`, `make run`, `make test`. Run as root on Debian 12.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+# Debian packages the daemon and its tests use (real components, no mocks).
+DEB_PACKAGES := python3 python3-venv python3-pip ca-certificates openssl \
+	runc conmon crun criu containerd containernetworking-plugins \
+	skopeo docker-registry apache2-utils busybox-static \
+	iptables nftables iproute2 util-linux
+
+PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml)
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGIN_PROJECTS))
+
+.PHONY: install run test lint format clean
+
+install: .stamps/deb $(VENV)/.installed
+
+.stamps/deb: Makefile
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null
+	@mkdir -p .stamps && touch $@
+
+$(VENV)/.installed: Makefile pyproject.toml $(PLUGIN_PROJECTS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' $(addprefix -e ,$(PLUGIN_DIRS))
+	@touch $@
+
+run: install
+	exec $(VENV)/bin/pycrio
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .stamps .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from pycrio.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""The `pycrio` command: run the daemon, print configuration, list plugins."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+import pycrio
+from pycrio.config import Config, ConfigError, load
+from pycrio.config.schema import LOG_LEVELS
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Config flags, accepted before and after the command name."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config", default=default, help="configuration file (default /etc/pycrio/pycrio.conf)"
+    )
+    parser.add_argument(
+        "--config-dir",
+        default=default,
+        help="drop-in directory read in lexical order (default /etc/pycrio/pycrio.conf.d)",
+    )
+    parser.add_argument("--listen", default=default, help="CRI socket path ([api] listen)")
+    parser.add_argument("--root", default=default, help="persistent state directory (root)")
+    parser.add_argument("--runroot", default=default, help="volatile state directory (runroot)")
+    parser.add_argument(
+        "--log-level", default=default, choices=LOG_LEVELS, help="[runtime] log_level"
+    )
+    parser.add_argument("--cgroup-manager", default=default, help="[runtime] cgroup_manager")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pycrio",
+        description="A Kubernetes CRI daemon. Without a command, runs the daemon.",
+    )
+    _add_config_flags(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon (the default)")
+    config = sub.add_parser("config", help="print the effective configuration as TOML")
+    config.add_argument(
+        "--default",
+        action="store_true",
+        help="print the embedded defaults, with a comment per option",
+    )
+    plugins = sub.add_parser("plugins", help="list the plugins and drivers found")
+    version = sub.add_parser("version", help="print the version")
+    for p in (run, config, plugins, version):
+        _add_config_flags(p, suppress=True)
+    return parser
+
+
+def load_from_args(args: argparse.Namespace) -> Config:
+    overrides = {
+        "listen": args.listen,
+        "root": args.root,
+        "runroot": args.runroot,
+        "log_level": args.log_level,
+        "cgroup_manager": args.cgroup_manager,
+    }
+    return load(args.config, args.config_dir, overrides)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from pycrio.config import defaults
+    from pycrio.config.render import annotated_defaults, to_toml
+
+    sys.stdout.write(
+        annotated_defaults(defaults()) if args.default else to_toml(load_from_args(args))
+    )
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from pycrio.kernel.discovery import discover
+    from pycrio.kernel.kernel import configured_drivers
+
+    found = discover()
+    rows = [("GROUP", "NAME", "DISTRIBUTION", "VERSION", "STATUS")]
+    rows += [(f.group, f.name, f.distribution, f.version, f.status) for f in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4])
+    try:
+        cfg = load_from_args(args)
+    except ConfigError as e:
+        print(f"\n(configuration not checked: {e})")
+        return 0
+    names = {(f.group, f.name): f for f in found}
+    print("\nDrivers the configuration requires:")
+    for group, name, role in configured_drivers(cfg):
+        item = names.get((group, name))
+        state = "not installed" if item is None else item.status
+        print(f"  {role}: {name} ({group}): {state}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pycrio.daemon import Daemon, StartupError
+
+    cfg = load_from_args(args)
+    try:
+        return Daemon(cfg, reload=lambda: load_from_args(args)).run()
+    except StartupError as e:
+        print(f"pycrio: cannot start: {e}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    if command == "version":
+        print(f"pycrio {pycrio.version()}")
+        return 0
+    if command != "run":
+        # Printing commands end quietly when piped into `head`.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    handlers = {"run": cmd_run, "config": cmd_config, "plugins": cmd_plugins}
+    try:
+        return handlers[command](args)
+    except ConfigError as e:
+        print(f"pycrio: configuration error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Read, validate and merge the configuration file, its drop-ins and flags.
+
+Each file is validated on its own before merging so an error names the file
+that holds the mistake; later sources override earlier ones key by key, the
+way CRI-O merges crio.conf.d drop-ins.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pycrio.config.schema import (
+    BOOL,
+    HANDLER_OPTIONS,
+    INT,
+    OPTIONS,
+    PLUGINS,
+    RUNTIMES,
+    STR,
+    STR_LIST,
+    TABLES,
+    Config,
+    Option,
+    options_of,
+)
+
+DEFAULT_CONFIG = "/etc/pycrio/pycrio.conf"
+DEFAULT_CONFIG_DIR = "/etc/pycrio/pycrio.conf.d"
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the operator who has to fix it."""
+
+
+def defaults() -> Config:
+    data: dict[str, Any] = {t: {} for t in TABLES if t}
+    for opt in OPTIONS:
+        if opt.type == PLUGINS:
+            continue
+        target = data[opt.table] if opt.table else data
+        target[opt.key] = copy.deepcopy(opt.default)
+    return Config(data=data, sources=["<embedded defaults>"])
+
+
+def _type_ok(opt_type: str, value: Any) -> bool:
+    if opt_type == STR:
+        return isinstance(value, str)
+    if opt_type == INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if opt_type == BOOL:
+        return isinstance(value, bool)
+    if opt_type == STR_LIST:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if opt_type in (RUNTIMES, PLUGINS):
+        return isinstance(value, dict)
+    raise AssertionError(f"unknown option type {opt_type}")
+
+
+def _describe(value: Any) -> str:
+    kind = {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+    return f"{kind} ({value!r})" if not isinstance(value, dict) else kind
+
+
+def _check_table(source: str, table: str, raw: dict[str, Any], opts: list[Option]) -> None:
+    known = {o.key: o for o in opts}
+    for key, value in raw.items():
+        dotted = f"{table}.{key}" if table else key
+        opt = known.get(key)
+        if opt is None:
+            where = f"[{table}]" if table else "the top level"
+            allowed = sorted(known) + ([f"[{t}]" for t in TABLES if t] if not table else [])
+            raise ConfigError(
+                f"{source}: unknown key {dotted!r}; allowed in {where}: " + ", ".join(allowed)
+            )
+        if not _type_ok(opt.type, value):
+            raise ConfigError(
+                f"{source}: key {dotted!r} must be {_article(opt.type)}, got {_describe(value)}"
+            )
+        if opt.choices and value not in opt.choices:
+            raise ConfigError(
+                f"{source}: key {dotted!r} must be one of {', '.join(opt.choices)}; got {value!r}"
+            )
+        if opt.type == RUNTIMES:
+            for handler, table_raw in value.items():
+                htable = f"runtime.runtimes.{handler}"
+                if not isinstance(table_raw, dict):
+                    raise ConfigError(
+                        f"{source}: key {htable!r} must be a table, got {_describe(table_raw)}"
+                    )
+                _check_table(source, htable, table_raw, list(HANDLER_OPTIONS))
+
+
+def _article(opt_type: str) -> str:
+    return ("an " if opt_type[0] in "aeiou" else "a ") + opt_type
+
+
+def validate_file_data(source: str, raw: dict[str, Any]) -> None:
+    """Check one file's keys and types against the schema."""
+    for key, value in raw.items():
+        if key == "plugins":
+            _check_plugins(source, value)
+        elif key in TABLES and key:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {key!r} must be a table, got {_describe(value)}")
+            _check_table(source, key, value, options_of(key))
+        else:
+            _check_table(source, "", {key: value}, options_of(""))
+
+
+def _check_plugins(source: str, value: Any) -> None:
+    """Plugin tables are free-form here: each plugin validates its own."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: 'plugins' must be a table, got {_describe(value)}")
+    for name, ptable in value.items():
+        if not isinstance(ptable, dict):
+            raise ConfigError(
+                f"{source}: key 'plugins.{name}' must be a table, got {_describe(ptable)}"
+            )
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    """Tables merge key by key; scalars and arrays replace."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+
+
+def _complete_handlers(data: dict[str, Any]) -> None:
+    """A handler table may name only some keys; fill the rest with defaults."""
+    for handler, table in data["runtime"]["runtimes"].items():
+        for opt in HANDLER_OPTIONS:
+            table.setdefault(opt.key, copy.deepcopy(opt.default))
+        if not table["driver"]:
+            raise ConfigError(f"runtime.runtimes.{handler}.driver must not be empty")
+
+
+def _check_whole(cfg: Config) -> None:
+    data = cfg.data
+    default_rt = data["runtime"]["default_runtime"]
+    if default_rt not in data["runtime"]["runtimes"]:
+        raise ConfigError(
+            f"runtime.default_runtime is {default_rt!r} but [runtime.runtimes] defines only: "
+            + (", ".join(sorted(data["runtime"]["runtimes"])) or "no handler")
+        )
+    for key in ("root", "runroot"):
+        if not os.path.isabs(data[key]):
+            raise ConfigError(f"{key} must be an absolute path, got {data[key]!r}")
+    if not os.path.isabs(data["api"]["listen"]):
+        raise ConfigError(
+            f"api.listen must be an absolute socket path, got {data['api']['listen']!r}"
+        )
+    for key in ("grpc_max_send_msg_size", "grpc_max_recv_msg_size", "grpc_workers"):
+        if data["api"][key] <= 0:
+            raise ConfigError(f"api.{key} must be positive, got {data['api'][key]}")
+    if data["api"]["shutdown_timeout"] < 0:
+        raise ConfigError("api.shutdown_timeout must not be negative")
+
+
+# Flags that override every file: flag destination -> dotted key.
+FLAG_KEYS = {
+    "listen": "api.listen",
+    "root": "root",
+    "runroot": "runroot",
+    "log_level": "runtime.log_level",
+    "cgroup_manager": "runtime.cgroup_manager",
+}
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def load(
+    config_path: str | None = None,
+    config_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration.
+
+    ``config_path``/``config_dir`` of None mean the standard locations, which
+    may be absent; a path the operator named explicitly must exist.
+    """
+    cfg = defaults()
+    explicit = config_path is not None
+    main = Path(config_path or DEFAULT_CONFIG)
+    files: list[Path] = []
+    if main.exists() or explicit:
+        files.append(main)
+    drop_dir = Path(config_dir or DEFAULT_CONFIG_DIR)
+    if config_dir is not None and not drop_dir.is_dir():
+        raise ConfigError(f"{drop_dir}: config directory does not exist")
+    if drop_dir.is_dir():
+        files.extend(sorted(p for p in drop_dir.iterdir() if p.suffix == ".conf" and p.is_file()))
+
+    for path in files:
+        raw = read_toml(path)
+        validate_file_data(str(path), raw)
+        _merge(cfg.data, raw)
+        cfg.sources.append(str(path))
+
+    flag_raw: dict[str, Any] = {}
+    for dest, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(flag_raw, FLAG_KEYS[dest], value)
+    if flag_raw:
+        validate_file_data("command line", flag_raw)
+        _merge(cfg.data, flag_raw)
+        cfg.sources.append("command line")
+
+    _complete_handlers(cfg.data)
+    _check_whole(cfg)
+    return cfg

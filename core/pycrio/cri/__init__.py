@@ -1,0 +1,15 @@
+"""The core's implementation of the CRI calls, one module per call group.
+
+Each module contributes a class of hook implementations; `core_plugins`
+makes them for a kernel, which registers them as the default plugin.
+"""
+
+from __future__ import annotations
+
+from pycrio.kernel.kernel import Kernel
+
+
+def core_plugins(kernel: Kernel) -> list[object]:
+    from pycrio.cri.runtime_info import RuntimeInfo
+
+    return [RuntimeInfo(kernel)]

@@ -1,0 +1,115 @@
+"""Version, Status and RuntimeConfig: what the kubelet asks before anything else."""
+
+from __future__ import annotations
+
+import json
+
+from cri_api.v1 import api_pb2
+
+import pycrio
+from pycrio.errors import FailedPrecondition
+from pycrio.kernel.context import CallContext
+from pycrio.kernel.hookspecs import hookimpl
+from pycrio.kernel.kernel import DriverSlot, Kernel
+
+RUNTIME_NAME = "pycrio"
+RUNTIME_API_VERSION = "v1"
+# The kubelet's "version of the kubelet runtime API"; CRI-O and containerd send 0.1.0.
+KUBELET_API_VERSION = "0.1.0"
+
+CGROUP_DRIVERS = {"systemd": api_pb2.SYSTEMD, "cgroupfs": api_pb2.CGROUPFS}
+
+
+def _condition(
+    kind: str, ok: bool, reason: str = "", message: str = ""
+) -> api_pb2.RuntimeCondition:
+    return api_pb2.RuntimeCondition(type=kind, status=ok, reason=reason, message=message)
+
+
+def _driver_condition(
+    kind: str, slot: DriverSlot | None, missing_reason: str
+) -> api_pb2.RuntimeCondition:
+    if slot is None:
+        return _condition(kind, False, missing_reason, "no driver is configured")
+    if slot.driver is None:
+        return _condition(
+            kind,
+            False,
+            missing_reason,
+            f"{slot.role}: driver {slot.name!r} is not installed (entry-point group {slot.group})",
+        )
+    ready, reason, message = slot.driver.ready()
+    return _condition(kind, ready, reason, message)
+
+
+class RuntimeInfo:
+    """The core's answers to Version, Status and RuntimeConfig."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    @hookimpl
+    def cri_version(
+        self, request: api_pb2.VersionRequest, ctx: CallContext
+    ) -> api_pb2.VersionResponse:
+        return api_pb2.VersionResponse(
+            version=KUBELET_API_VERSION,
+            runtime_name=RUNTIME_NAME,
+            runtime_version=pycrio.version(),
+            runtime_api_version=RUNTIME_API_VERSION,
+        )
+
+    @hookimpl
+    def cri_status(
+        self, request: api_pb2.StatusRequest, ctx: CallContext
+    ) -> api_pb2.StatusResponse:
+        kernel = self.kernel
+        default = kernel.config.get("runtime.default_runtime")
+        conditions = [
+            _driver_condition("RuntimeReady", kernel.runtimes.get(default), "RuntimeDriverMissing"),
+            _driver_condition("NetworkReady", kernel.network, "NetworkDriverMissing"),
+        ]
+        failures = kernel.plugin_failures
+        conditions.append(
+            _condition(
+                "PluginsLoaded",
+                not failures,
+                "PluginLoadFailed" if failures else "",
+                "; ".join(failures),
+            )
+        )
+        for extra in kernel.hook.pycrio_status_conditions(kernel=kernel):
+            conditions.extend(extra or [])
+        response = api_pb2.StatusResponse(status=api_pb2.RuntimeStatus(conditions=conditions))
+        if request.verbose:
+            response.info["config"] = json.dumps(kernel.config.data, sort_keys=True)
+            response.info["plugins"] = json.dumps(
+                [
+                    {
+                        "group": f.group,
+                        "name": f.name,
+                        "distribution": f.distribution,
+                        "version": f.version,
+                        "status": f.status,
+                    }
+                    for f in kernel.found
+                ]
+            )
+        return response
+
+    @hookimpl
+    def cri_runtime_config(
+        self, request: api_pb2.RuntimeConfigRequest, ctx: CallContext
+    ) -> api_pb2.RuntimeConfigResponse:
+        driver = self.kernel.cgroup_driver
+        name = (
+            driver.cri_cgroup_driver if driver else self.kernel.config.get("runtime.cgroup_manager")
+        )
+        if name not in CGROUP_DRIVERS:
+            raise FailedPrecondition(
+                f"cgroup manager {name!r} is not installed, so the cgroup driver the kubelet"
+                " must use is unknown; install it or set [runtime] cgroup_manager to"
+                " cgroupfs or systemd"
+            )
+        linux = api_pb2.LinuxRuntimeConfiguration(cgroup_driver=CGROUP_DRIVERS[name])
+        return api_pb2.RuntimeConfigResponse(linux=linux)

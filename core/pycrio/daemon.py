@@ -1,0 +1,182 @@
+"""The daemon's life: start, serve, reload on SIGHUP, stop cleanly on SIGTERM.
+
+Signals are turned into queue items handled on the main thread, so reload and
+shutdown never run inside a signal handler or race with each other.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import logging
+import os
+import queue
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pycrio
+from pycrio import logs, reaper
+from pycrio.config import Config, ConfigError
+from pycrio.config.schema import OPTIONS
+from pycrio.cri import core_plugins
+from pycrio.kernel.kernel import DriverLoadError, Kernel, build_kernel, call_each
+from pycrio.server.grpc_server import GrpcServer, SocketInUse
+
+log = logging.getLogger("pycrio")
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message tells the operator why."""
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    a, b = _flatten(old.data), _flatten(new.data)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+RELOADABLE = {o.dotted for o in OPTIONS if o.reloadable}
+
+
+def reloaded_config(old: Config, new: Config) -> tuple[Config, list[str], list[str]]:
+    """The configuration to run with after a reload.
+
+    Only reloadable options and plugin tables take the new values; anything
+    else keeps running as it is and is reported as needing a restart.
+    """
+    changed = changed_keys(old, new)
+    applied = [k for k in changed if k in RELOADABLE or k.startswith("plugins.")]
+    pending = [k for k in changed if k not in applied]
+    effective = Config(data=copy.deepcopy(old.data), sources=new.sources)
+    for dotted in applied:
+        if dotted.startswith("plugins."):
+            continue
+        table, key = dotted.rsplit(".", 1)
+        effective.data[table][key] = new.get(dotted)
+    effective.data["plugins"] = copy.deepcopy(new.data.get("plugins", {}))
+    return effective, applied, pending
+
+
+class RunrootLock:
+    """One daemon per runroot: two would corrupt each other's state."""
+
+    def __init__(self, runroot: str) -> None:
+        self.path = os.path.join(runroot, "pycrio.pid")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StartupError(
+                f"another pycrio (pid {holder}) is using runroot {os.path.dirname(self.path)}"
+            ) from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Daemon:
+    def __init__(self, config: Config, reload: Callable[[], Config]) -> None:
+        self.config = config
+        self._reload = reload
+        self._signals: queue.Queue[int] = queue.Queue()
+        self.kernel: Kernel | None = None
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals.put(signum)
+
+    def run(self) -> int:
+        logs.setup(self.config.log_level)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        try:
+            kernel = build_kernel(self.config, core_plugins)
+        except DriverLoadError as e:
+            raise StartupError(str(e)) from e
+        self.kernel = kernel
+        lock = RunrootLock(self.config.runroot)
+        server = GrpcServer(kernel)
+        try:
+            server.start()
+        except SocketInUse as e:
+            kernel.close()
+            raise StartupError(str(e)) from e
+        try:
+            lock.acquire()
+        except StartupError:
+            server.stop(0)
+            kernel.close()
+            raise
+        subreaper = reaper.Reaper()
+        if reaper.set_subreaper():
+            subreaper.start()
+        kernel.plugin_failures.extend(call_each(kernel, "pycrio_startup", kernel=kernel))
+        log.info("pycrio %s serving CRI on %s", pycrio.version(), self.config.listen)
+        try:
+            self._serve(kernel)
+        finally:
+            grace = float(self.config.data["api"]["shutdown_timeout"])
+            log.info("shutting down: finishing in-flight calls (up to %.0fs)", grace)
+            server.stop(grace)
+            call_each(kernel, "pycrio_shutdown", kernel=kernel)
+            kernel.close()
+            subreaper.stop()
+            lock.release()
+            log.info("pycrio stopped")
+        return 0
+
+    def _serve(self, kernel: Kernel) -> None:
+        while True:
+            signum = self._signals.get()
+            if signum != signal.SIGHUP:
+                log.info("received %s", signal.Signals(signum).name)
+                return
+            self.reload(kernel)
+
+    def reload(self, kernel: Kernel) -> None:
+        try:
+            new = self._reload()
+        except ConfigError as e:
+            log.error("configuration reload failed, keeping the running configuration: %s", e)
+            return
+        old = kernel.config
+        effective, applied, pending = reloaded_config(old, new)
+        for key in applied:
+            log.info("reloaded %s: %r -> %r", key, _get(old, key), _get(effective, key))
+        for key in pending:
+            log.warning("%s changed in the configuration; it takes effect after a restart", key)
+        if not applied and not pending:
+            log.info("configuration reloaded: nothing changed")
+        logs.set_level(effective.log_level)
+        kernel.config = effective
+        self.config = effective
+        call_each(kernel, "pycrio_config_reload", old=old, new=effective, changed=applied)
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    try:
+        return cfg.get(dotted)
+    except KeyError:
+        return None

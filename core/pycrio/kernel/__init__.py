@@ -1,0 +1,1 @@
+"""The microkernel: hook specifications, driver interfaces, plugin discovery."""

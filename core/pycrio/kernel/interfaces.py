@@ -1,0 +1,215 @@
+"""Driver interfaces: what a plugin must implement to be chosen by configuration.
+
+A driver is exactly one per role, picked by name from an entry-point group:
+
+=================  ==========================================  ==================
+group              chosen by                                   interface
+=================  ==========================================  ==================
+pycrio.runtime     [runtime.runtimes.<handler>] driver         RuntimeDriver
+pycrio.cgroup      [runtime] cgroup_manager                    CgroupDriver
+pycrio.network     [network] driver                            NetworkDriver
+pycrio.hostport    [network] hostport_manager                  HostportDriver
+=================  ==========================================  ==================
+
+The entry point names a class; the kernel instantiates it with a
+:class:`DriverContext`. Methods raise :mod:`pycrio.errors` exceptions so a
+failure reaches the kubelet with the right status code. Everything here is
+synchronous: the daemon serves each call on its own thread.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycrio.config import Config
+
+GROUP_RUNTIME = "pycrio.runtime"
+GROUP_CGROUP = "pycrio.cgroup"
+GROUP_NETWORK = "pycrio.network"
+GROUP_HOSTPORT = "pycrio.hostport"
+GROUP_PLUGINS = "pycrio.plugins"
+DRIVER_GROUPS = (GROUP_RUNTIME, GROUP_CGROUP, GROUP_NETWORK, GROUP_HOSTPORT)
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What a driver is constructed with.
+
+    ``options`` is the driver's own table: the handler table for a runtime
+    driver, ``[plugins.<name>]`` for the others. ``state_dir`` is a directory
+    under the daemon's root reserved for this driver (created on demand).
+    """
+
+    name: str
+    config: Config
+    options: dict[str, Any]
+    state_dir: str
+    run_dir: str
+
+
+class Driver(abc.ABC):  # noqa: B024 - the roles below declare the abstract methods
+    """Common base: a driver knows its context and can report readiness."""
+
+    def __init__(self, ctx: DriverContext) -> None:
+        self.ctx = ctx
+
+    def ready(self) -> tuple[bool, str, str]:
+        """(ready, reason, message) for the Status call; ready by default."""
+        return True, "", ""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Release resources at shutdown."""
+
+
+# --- pycrio.runtime ---------------------------------------------------------
+
+
+@dataclass
+class RuntimeState:
+    """What an OCI runtime's ``state`` reports about one container."""
+
+    id: str
+    status: str  # creating, created, running, paused, stopped
+    pid: int = 0
+    bundle: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    timed_out: bool = False
+
+
+class RuntimeDriver(Driver):
+    """Runs containers for one RuntimeClass handler.
+
+    ``create`` receives an OCI bundle (a directory with config.json; the rootfs
+    is already mounted) and must leave the container in the ``created`` state,
+    with its process supervised by a monitor that outlives the daemon.
+    """
+
+    @abc.abstractmethod
+    def create(self, container_id: str, bundle: str, *, log_path: str, tty: bool) -> int:
+        """Create the container; return the pid of its init process."""
+
+    @abc.abstractmethod
+    def start(self, container_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def state(self, container_id: str) -> RuntimeState:
+        """Current state; raises pycrio.errors.NotFound if the runtime does not know it."""
+
+    @abc.abstractmethod
+    def kill(self, container_id: str, signal: int, *, all_processes: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        """Delete the container; deleting an unknown container is not an error."""
+
+    @abc.abstractmethod
+    def exec_sync(self, container_id: str, argv: list[str], timeout: float) -> ExecResult: ...
+
+    @abc.abstractmethod
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Apply an OCI ``linux.resources`` object to a running container."""
+
+    def pause(self, container_id: str) -> None:
+        raise NotImplementedError
+
+    def resume(self, container_id: str) -> None:
+        raise NotImplementedError
+
+    def features(self) -> dict[str, Any]:
+        """The runtime's ``features`` document (OCI runtime-spec features.md)."""
+        return {}
+
+
+# --- pycrio.cgroup ----------------------------------------------------------
+
+
+class CgroupDriver(Driver):
+    """Places pods and containers in cgroups and reads their usage back."""
+
+    #: The value RuntimeConfig reports so the kubelet can check it agrees:
+    #: "systemd" or "cgroupfs" (runtime.v1 CgroupDriver).
+    cri_cgroup_driver: str = "cgroupfs"
+
+    @abc.abstractmethod
+    def pod_cgroup(self, cgroup_parent: str, pod_id: str, resources: dict[str, Any]) -> str:
+        """Create the pod's cgroup under the kubelet's parent; return its path."""
+
+    @abc.abstractmethod
+    def container_cgroups_path(self, pod_cgroup: str, container_id: str) -> str:
+        """The OCI ``linux.cgroupsPath`` for a container of this pod."""
+
+    @abc.abstractmethod
+    def remove(self, path: str) -> None:
+        """Remove a cgroup; removing one that does not exist is not an error."""
+
+    @abc.abstractmethod
+    def stats(self, path: str) -> dict[str, int]:
+        """Usage counters: cpu_usage_ns, memory_working_set_bytes, pids, ..."""
+
+
+# --- pycrio.network ---------------------------------------------------------
+
+
+@dataclass
+class PodNetwork:
+    """What a network driver needs to know about a pod."""
+
+    pod_id: str
+    name: str
+    namespace: str
+    uid: str
+    netns_path: str
+    port_mappings: list[dict[str, Any]] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    bandwidth: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class NetworkStatus:
+    ips: list[str] = field(default_factory=list)
+    interfaces: list[dict[str, Any]] = field(default_factory=list)
+
+
+class NetworkDriver(Driver):
+    """Attaches pods to the node's network. ``ready()`` feeds NetworkReady."""
+
+    @abc.abstractmethod
+    def setup(self, pod: PodNetwork) -> NetworkStatus: ...
+
+    @abc.abstractmethod
+    def teardown(self, pod: PodNetwork) -> None:
+        """Detach the pod; must work after a daemon restart and be idempotent."""
+
+    def check(self, pod: PodNetwork) -> None:
+        """Verify the pod's network is still as set up; raise if not."""
+
+
+# --- pycrio.hostport --------------------------------------------------------
+
+
+class HostportDriver(Driver):
+    """Maps host ports to pod IPs for networks that lack a portmap plugin."""
+
+    @abc.abstractmethod
+    def add(self, pod_id: str, pod_ip: str, mappings: list[dict[str, Any]]) -> None: ...
+
+    @abc.abstractmethod
+    def remove(self, pod_id: str) -> None:
+        """Remove every mapping of the pod; idempotent."""
+
+
+INTERFACE_OF_GROUP: dict[str, type[Driver]] = {
+    GROUP_RUNTIME: RuntimeDriver,
+    GROUP_CGROUP: CgroupDriver,
+    GROUP_NETWORK: NetworkDriver,
+    GROUP_HOSTPORT: HostportDriver,
+}

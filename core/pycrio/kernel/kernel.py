@@ -1,0 +1,244 @@
+"""The kernel: the plugin manager plus the drivers the configuration chose.
+
+It is the one object handed to plugins at startup. Building it imports every
+plugin and driver; a broken optional plugin is recorded and skipped, while a
+broken driver that the configuration requires stops the daemon with a message
+naming the driver, its distribution and the error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from pycrio.config import Config
+from pycrio.kernel.discovery import Found, discover
+from pycrio.kernel.hookspecs import PROJECT, CRISpecs, ExtensionSpecs
+from pycrio.kernel.interfaces import (
+    GROUP_CGROUP,
+    GROUP_HOSTPORT,
+    GROUP_NETWORK,
+    GROUP_PLUGINS,
+    GROUP_RUNTIME,
+    INTERFACE_OF_GROUP,
+    CgroupDriver,
+    Driver,
+    DriverContext,
+    HostportDriver,
+    NetworkDriver,
+    RuntimeDriver,
+)
+
+log = logging.getLogger("pycrio.kernel")
+
+
+class DriverLoadError(Exception):
+    """A driver the configuration requires cannot be used; the daemon must not start."""
+
+
+@dataclass
+class DriverSlot:
+    """A driver the configuration asks for, and what became of it."""
+
+    group: str
+    name: str
+    role: str  # e.g. "runtime handler 'runc'", "cgroup manager"
+    handler: str = ""  # the RuntimeClass handler, for runtime drivers
+    driver: Driver | None = None
+    found: Found | None = None
+
+    @property
+    def missing(self) -> bool:
+        return self.found is None
+
+
+@dataclass
+class Kernel:
+    config: Config
+    pm: pluggy.PluginManager
+    found: list[Found]
+    runtimes: dict[str, DriverSlot] = field(default_factory=dict)
+    cgroup: DriverSlot | None = None
+    network: DriverSlot | None = None
+    hostport: DriverSlot | None = None
+    plugin_failures: list[str] = field(default_factory=list)
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def runtime_driver(self, handler: str) -> RuntimeDriver | None:
+        slot = self.runtimes.get(handler)
+        return slot.driver if slot else None  # type: ignore[return-value]
+
+    @property
+    def cgroup_driver(self) -> CgroupDriver | None:
+        return self.cgroup.driver if self.cgroup else None  # type: ignore[return-value]
+
+    @property
+    def network_driver(self) -> NetworkDriver | None:
+        return self.network.driver if self.network else None  # type: ignore[return-value]
+
+    @property
+    def hostport_driver(self) -> HostportDriver | None:
+        return self.hostport.driver if self.hostport else None  # type: ignore[return-value]
+
+    def slots(self) -> list[DriverSlot]:
+        return [s for s in (*self.runtimes.values(), self.cgroup, self.network, self.hostport) if s]
+
+    def close(self) -> None:
+        for slot in self.slots():
+            if slot.driver is not None:
+                try:
+                    slot.driver.close()
+                except Exception:  # noqa: BLE001 - one bad driver must not block the others
+                    log.exception("closing %s driver %r failed", slot.role, slot.name)
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(CRISpecs)
+    pm.add_hookspecs(ExtensionSpecs)
+    return pm
+
+
+def _register_plugin(pm: pluggy.PluginManager, item: Found) -> str | None:
+    """Register one third-party plugin; return why it failed, or None."""
+    obj = item.obj() if inspect.isclass(item.obj) else item.obj
+    try:
+        pm.register(obj, name=f"{item.group}:{item.name}")
+        pm.check_pending()
+    except Exception as e:  # noqa: BLE001 - a broken plugin is reported, never fatal
+        if pm.is_registered(obj):
+            pm.unregister(obj)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def configured_drivers(config: Config) -> list[tuple[str, str, str]]:
+    """(group, driver name, role) of every driver the configuration requires."""
+    drivers = [
+        (GROUP_RUNTIME, table["driver"], f"runtime handler {handler!r}")
+        for handler, table in config.runtimes.items()
+    ]
+    drivers.append((GROUP_CGROUP, config.get("runtime.cgroup_manager"), "cgroup manager"))
+    drivers.append((GROUP_NETWORK, config.get("network.driver"), "network driver"))
+    hostport = config.get("network.hostport_manager")
+    if hostport != "none":
+        drivers.append((GROUP_HOSTPORT, hostport, "hostport manager"))
+    return drivers
+
+
+def _required_slots(config: Config) -> list[DriverSlot]:
+    handlers = iter(config.runtimes)
+    return [
+        DriverSlot(group, name, role, next(handlers) if group == GROUP_RUNTIME else "")
+        for group, name, role in configured_drivers(config)
+    ]
+
+
+def _instantiate(slot: DriverSlot, config: Config, options: dict[str, Any]) -> None:
+    item = slot.found
+    assert item is not None
+    where = (
+        f"{slot.role}: driver {slot.name!r} ({slot.group}) from distribution"
+        f" {item.distribution} {item.version}"
+    )
+    if not item.loaded:
+        raise DriverLoadError(f"{where} failed to import: {item.error}")
+    interface = INTERFACE_OF_GROUP[slot.group]
+    if not (inspect.isclass(item.obj) and issubclass(item.obj, interface)):
+        raise DriverLoadError(
+            f"{where} is not a subclass of {interface.__module__}.{interface.__name__}"
+        )
+    state_dir = os.path.join(config.root, "drivers", slot.name)
+    run_dir = os.path.join(config.runroot, "drivers", slot.name)
+    ctx = DriverContext(slot.name, config, options, state_dir, run_dir)
+    try:
+        slot.driver = item.obj(ctx)
+    except Exception as e:
+        raise DriverLoadError(f"{where} failed to initialise: {type(e).__name__}: {e}") from e
+
+
+def build_kernel(
+    config: Config,
+    core_plugins: Callable[[Kernel], list[object]],
+    found: list[Found] | None = None,
+) -> Kernel:
+    """Load plugins and the configured drivers.
+
+    ``core_plugins`` makes the core's own hook implementations for a kernel;
+    they are registered first so that any third-party plugin registered later
+    is called before them and can replace or wrap them.
+    """
+    pm = new_plugin_manager()
+    found = discover() if found is None else found
+    kernel = Kernel(config=config, pm=pm, found=found)
+    for plugin in core_plugins(kernel):
+        pm.register(plugin, name=f"pycrio.core:{type(plugin).__name__}")
+
+    for item in found:
+        if item.group != GROUP_PLUGINS:
+            continue
+        error = item.error or _register_plugin(pm, item)
+        if error:
+            item.error = item.error or error
+            msg = f"plugin {item.name!r} from {item.distribution} {item.version}: {error}"
+            kernel.plugin_failures.append(msg)
+            log.error("%s; continuing without it", msg)
+            if item.detail:
+                log.debug("%s", item.detail)
+
+    by_key = {(f.group, f.name): f for f in found}
+    for slot in _required_slots(config):
+        slot.found = by_key.get((slot.group, slot.name))
+        if slot.missing:
+            log.warning(
+                "%s: no driver %r is installed in the %s entry-point group; "
+                "calls that need it will fail until it is installed",
+                slot.role,
+                slot.name,
+                slot.group,
+            )
+        else:
+            options = (
+                config.runtimes[slot.handler]
+                if slot.group == GROUP_RUNTIME
+                else config.plugin_table(slot.name)
+            )
+            _instantiate(slot, config, options)
+        if slot.group == GROUP_RUNTIME:
+            kernel.runtimes[slot.handler] = slot
+        elif slot.group == GROUP_CGROUP:
+            kernel.cgroup = slot
+        elif slot.group == GROUP_NETWORK:
+            kernel.network = slot
+        else:
+            kernel.hostport = slot
+    return kernel
+
+
+def call_each(kernel: Kernel, hook_name: str, /, **kwargs: Any) -> list[str]:
+    """Call every implementation of an extension hook, isolating failures.
+
+    pluggy stops at the first exception; for startup, shutdown, reload and
+    events one plugin's bug must not starve the others, so each is called on
+    its own and failures are logged and returned.
+    """
+    failures = []
+    for impl in reversed(getattr(kernel.pm.hook, hook_name).get_hookimpls()):
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception as e:  # noqa: BLE001 - isolated and reported
+            msg = f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(e).__name__}: {e}"
+            log.exception("%s", msg)
+            failures.append(msg)
+    return failures

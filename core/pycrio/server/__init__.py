@@ -1,0 +1,1 @@
+"""gRPC servicers and the servers around them."""

@@ -1,0 +1,132 @@
+"""Start pycrio as a process and talk to it over its socket like the kubelet."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cri_api.v1 import api_pb2, api_pb2_grpc
+
+
+class DaemonProcess:
+    def __init__(self, tmp: Path, args: list[str], env: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.socket = str(tmp / "run" / "pycrio.sock")
+        self.config = tmp / "pycrio.conf"
+        self.config_dir = tmp / "pycrio.conf.d"
+        self.config_dir.mkdir(exist_ok=True)
+        if not self.config.exists():
+            self.config.write_text("")
+        self.args = args
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.stderr_path = tmp / f"stderr-{time.monotonic_ns()}.log"
+        self._channel: grpc.Channel | None = None
+
+    def command(self, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "pycrio",
+            "--config",
+            str(self.config),
+            "--config-dir",
+            str(self.config_dir),
+            "--listen",
+            self.socket,
+            "--root",
+            str(self.tmp / "root"),
+            "--runroot",
+            str(self.tmp / "runroot"),
+            *self.args,
+            *extra,
+        ]
+
+    def start(self, wait: bool = True) -> DaemonProcess:
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=self._stderr, env=self.env
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pycrio exited with {self.proc.returncode}:\n{self.stderr()}")
+            if os.path.exists(self.socket):
+                try:
+                    self.runtime().Version(api_pb2.VersionRequest(), timeout=2)
+                    return
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError(f"pycrio did not become ready:\n{self.stderr()}")
+
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(f"unix:{self.socket}")
+        return self._channel
+
+    def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
+        return api_pb2_grpc.RuntimeServiceStub(self.channel())
+
+    def images(self) -> api_pb2_grpc.ImageServiceStub:
+        return api_pb2_grpc.ImageServiceStub(self.channel())
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if getattr(self, "_stderr", None):
+            self._stderr.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator:
+    """Factory: start_daemon(*args, env=None, wait=True) -> DaemonProcess."""
+    started: list[DaemonProcess] = []
+
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        config: str = "",
+        dropins: dict[str, str] | None = None,
+    ) -> DaemonProcess:
+        full_env = {**os.environ, **(env or {})}
+        d = DaemonProcess(tmp_path, list(args), full_env)
+        d.config.write_text(config)
+        for name, text in (dropins or {}).items():
+            (d.config_dir / name).write_text(text)
+        started.append(d)
+        return d.start(wait=wait)
+
+    yield start
+    for d in started:
+        d.stop()

@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pycrio.config import ConfigError, defaults, load
+from pycrio.config.schema import OPTIONS
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def empty_dir(tmp_path: Path) -> str:
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    return str(d)
+
+
+def test_defaults_match_crio_names_and_values(empty_dir: str, tmp_path: Path) -> None:
+    cfg = load(str(write(tmp_path / "c.conf", "")), empty_dir)
+    assert cfg.data == defaults().data
+    assert cfg.listen == "/run/pycrio/pycrio.sock"
+    assert cfg.get("runtime.cgroup_manager") == "cgroupfs"
+    assert cfg.get("runtime.default_runtime") == "runc"
+    assert cfg.runtimes["runc"]["driver"] == "runc"
+    assert cfg.get("network.network_dir") == "/etc/cni/net.d/"
+
+
+def test_file_overrides_defaults(tmp_path: Path, empty_dir: str) -> None:
+    conf = write(
+        tmp_path / "c.conf",
+        '[runtime]\nlog_level = "debug"\n[api]\nlisten = "/tmp/a.sock"\n',
+    )
+    cfg = load(str(conf), empty_dir)
+    assert cfg.log_level == "debug"
+    assert cfg.listen == "/tmp/a.sock"
+    assert cfg.root == "/var/lib/pycrio"
+    assert cfg.sources[-1] == str(conf)
+
+
+def test_drop_ins_apply_in_lexical_order(tmp_path: Path) -> None:
+    conf = write(tmp_path / "c.conf", '[runtime]\nlog_level = "error"\n')
+    d = tmp_path / "d"
+    d.mkdir()
+    write(d / "20-b.conf", '[runtime]\nlog_level = "warn"\n')
+    write(d / "10-a.conf", '[runtime]\nlog_level = "debug"\ncgroup_manager = "systemd"\n')
+    write(d / "30-ignored.toml", '[runtime]\nlog_level = "trace"\n')
+    cfg = load(str(conf), str(d))
+    assert cfg.log_level == "warn"
+    assert cfg.get("runtime.cgroup_manager") == "systemd"
+    assert cfg.sources[1:] == [str(conf), str(d / "10-a.conf"), str(d / "20-b.conf")]
+
+
+def test_flags_override_files(tmp_path: Path, empty_dir: str) -> None:
+    conf = write(tmp_path / "c.conf", 'root = "/srv/a"\n[runtime]\nlog_level = "error"\n')
+    cfg = load(
+        str(conf),
+        empty_dir,
+        {"root": "/srv/b", "log_level": "debug", "listen": None, "cgroup_manager": "systemd"},
+    )
+    assert cfg.root == "/srv/b"
+    assert cfg.log_level == "debug"
+    assert cfg.get("runtime.cgroup_manager") == "systemd"
+    assert cfg.listen == "/run/pycrio/pycrio.sock"
+
+
+def test_handler_tables_merge_and_fill_defaults(tmp_path: Path, empty_dir: str) -> None:
+    conf = write(
+        tmp_path / "c.conf",
+        '[runtime.runtimes.crun]\ndriver = "crun"\nruntime_path = "/usr/bin/crun"\n'
+        '[runtime.runtimes.runc]\nruntime_root = "/run/runc-x"\n',
+    )
+    cfg = load(str(conf), empty_dir)
+    assert cfg.runtimes["crun"] == {
+        "driver": "crun",
+        "runtime_path": "/usr/bin/crun",
+        "runtime_root": "",
+        "monitor_path": "",
+        "allowed_annotations": [],
+    }
+    assert cfg.runtimes["runc"]["driver"] == "runc"
+    assert cfg.runtimes["runc"]["runtime_root"] == "/run/runc-x"
+
+
+def test_plugin_tables_pass_through(tmp_path: Path, empty_dir: str) -> None:
+    conf = write(tmp_path / "c.conf", "[plugins.nri]\nsocket = '/x'\nanything = [1, 2]\n")
+    cfg = load(str(conf), empty_dir)
+    assert cfg.plugin_table("nri") == {"socket": "/x", "anything": [1, 2]}
+    assert cfg.plugin_table("absent") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bogus = 1\n", "unknown key 'bogus'"),
+        ("[runtime]\nlog_levle = 'info'\n", "unknown key 'runtime.log_levle'"),
+        ("[crio]\nroot = '/x'\n", "unknown key 'crio'"),
+        ("[runtime.runtimes.runc]\npath = '/x'\n", "unknown key 'runtime.runtimes.runc.path'"),
+        (
+            "[api]\ngrpc_max_send_msg_size = '10'\n",
+            "'api.grpc_max_send_msg_size' must be an integer, got a string ('10')",
+        ),
+        ("[network]\nplugin_dirs = '/opt'\n", "'network.plugin_dirs' must be an array of strings"),
+        ("[network]\nplugin_dirs = [1]\n", "'network.plugin_dirs' must be an array of strings"),
+        ("[api]\ngrpc_workers = true\n", "'api.grpc_workers' must be an integer, got a boolean"),
+        ("[runtime]\nlog_level = 'loud'\n", "'runtime.log_level' must be one of trace, debug"),
+        ("api = 3\n", "'api' must be a table"),
+        (
+            "[runtime]\nruntimes = 'runc'\n",
+            "'runtime.runtimes' must be a table of runtime handlers",
+        ),
+        ("plugins = 1\n", "'plugins' must be a table"),
+        ("[plugins]\nnri = 1\n", "'plugins.nri' must be a table"),
+    ],
+)
+def test_bad_keys_and_types_name_file_and_key(
+    tmp_path: Path, empty_dir: str, text: str, expected: str
+) -> None:
+    conf = write(tmp_path / "bad.conf", text)
+    with pytest.raises(ConfigError) as err:
+        load(str(conf), empty_dir)
+    assert str(conf) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_error_in_drop_in_names_the_drop_in(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    write(d / "50-x.conf", "[api]\nlisten = 5\n")
+    with pytest.raises(ConfigError, match=r"50-x\.conf: key 'api\.listen' must be a string"):
+        load(str(write(tmp_path / "c.conf", "")), str(d))
+
+
+def test_invalid_toml_names_file(tmp_path: Path, empty_dir: str) -> None:
+    conf = write(tmp_path / "c.conf", "[runtime\n")
+    with pytest.raises(ConfigError, match=r"c\.conf: not valid TOML"):
+        load(str(conf), empty_dir)
+
+
+def test_explicit_missing_config_is_an_error(tmp_path: Path, empty_dir: str) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(str(tmp_path / "nope.conf"), empty_dir)
+    with pytest.raises(ConfigError, match="config directory does not exist"):
+        load(str(write(tmp_path / "c.conf", "")), str(tmp_path / "nodir"))
+
+
+def test_whole_config_checks(tmp_path: Path, empty_dir: str) -> None:
+    conf = write(tmp_path / "c.conf", "[runtime]\ndefault_runtime = 'kata'\n")
+    with pytest.raises(ConfigError, match="default_runtime is 'kata'.*defines only: runc"):
+        load(str(conf), empty_dir)
+    conf = write(tmp_path / "c.conf", "root = 'relative/dir'\n")
+    with pytest.raises(ConfigError, match="root must be an absolute path"):
+        load(str(conf), empty_dir)
+    conf = write(tmp_path / "c.conf", "[api]\ngrpc_workers = 0\n")
+    with pytest.raises(ConfigError, match="grpc_workers must be positive"):
+        load(str(conf), empty_dir)
+
+
+def test_flag_with_bad_value_is_reported_as_command_line(tmp_path: Path, empty_dir: str) -> None:
+    with pytest.raises(ConfigError, match="command line: key 'runtime.log_level'"):
+        load(str(write(tmp_path / "c.conf", "")), empty_dir, {"log_level": "verbose"})
+
+
+def test_every_option_has_a_documented_default_of_its_type() -> None:
+    data = defaults().data
+    text = "\n".join(o.doc for o in OPTIONS)
+    assert all(o.doc.strip() for o in OPTIONS), text
+    assert tomllib.loads("x = 1")  # sanity of the toml reader used by load
+    assert set(data) >= {"root", "runroot", "api", "runtime", "network"}

@@ -1,0 +1,149 @@
+"""Discovery and kernel building against really installed test distributions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from cri_api.v1 import api_pb2
+
+from pycrio.config import defaults
+from pycrio.cri import core_plugins
+from pycrio.kernel.context import CallContext
+from pycrio.kernel.discovery import discover
+from pycrio.kernel.hookspecs import hookimpl
+from pycrio.kernel.interfaces import NetworkDriver
+from pycrio.kernel.kernel import DriverLoadError, build_kernel, call_each
+
+
+@pytest.fixture
+def with_plugins(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(plugin_site))
+    from stevedore import ExtensionManager
+
+    ExtensionManager.ENTRY_POINT_CACHE.clear()
+    yield
+    ExtensionManager.ENTRY_POINT_CACHE.clear()
+
+
+def by_name(found):
+    return {(f.group, f.name): f for f in found}
+
+
+def test_discover_reports_distribution_version_and_errors(with_plugins: None) -> None:
+    found = by_name(discover())
+    good = found[("pycrio.plugins", "testgood")]
+    assert (good.distribution, good.version, good.status) == ("pycrio-test-good", "1.2.3", "loaded")
+    assert good.obj.__name__ == "TestGoodPlugin"
+    bad = found[("pycrio.plugins", "testbad")]
+    assert bad.distribution == "pycrio-test-bad"
+    assert bad.status == "error: RuntimeError: pycrio-test-bad is broken on purpose"
+    assert "Traceback" in bad.detail
+    broken = found[("pycrio.network", "testbroken")]
+    assert not broken.loaded and broken.distribution == "pycrio-test-bad"
+    net = found[("pycrio.network", "testnet")]
+    assert net.loaded and (net.distribution, net.version) == ("pycrio-test-driver", "4.5.6")
+
+
+def test_bad_plugin_is_reported_and_the_rest_loads(with_plugins: None) -> None:
+    kernel = build_kernel(defaults(), core_plugins)
+    assert len(kernel.plugin_failures) == 1
+    assert "testbad" in kernel.plugin_failures[0]
+    assert "pycrio-test-bad 0.0.1" in kernel.plugin_failures[0]
+    conditions = kernel.hook.pycrio_status_conditions(kernel=kernel)
+    assert [c.type for extra in conditions for c in extra] == ["TestGoodReady"]
+    # the good plugin answers a CRI call that the core does not implement
+    assert call_each(kernel, "pycrio_startup", kernel=kernel) == []
+    resp = kernel.hook.cri_list_images(
+        request=api_pb2.ListImagesRequest(), ctx=CallContext("ListImages")
+    )
+    assert isinstance(resp, api_pb2.ListImagesResponse)
+
+
+def test_required_broken_driver_refuses_with_driver_distribution_and_error(
+    with_plugins: None,
+) -> None:
+    cfg = defaults()
+    cfg.data["network"]["driver"] = "testbroken"
+    with pytest.raises(DriverLoadError) as err:
+        build_kernel(cfg, core_plugins)
+    msg = str(err.value)
+    assert "network driver" in msg and "'testbroken'" in msg
+    assert "pycrio-test-bad 0.0.1" in msg
+    assert "RuntimeError: pycrio-test-bad is broken on purpose" in msg
+
+
+def test_configured_driver_is_instantiated_with_its_context(with_plugins: None) -> None:
+    cfg = defaults()
+    cfg.data["network"]["driver"] = "testnet"
+    cfg.data["plugins"] = {"testnet": {"mtu": 1400}}
+    kernel = build_kernel(cfg, core_plugins)
+    driver = kernel.network_driver
+    assert isinstance(driver, NetworkDriver)
+    assert driver.ctx.options == {"mtu": 1400}
+    assert driver.ctx.state_dir == "/var/lib/pycrio/drivers/testnet"
+    assert driver.ready() == (True, "TestNetworkReady", "options: ['mtu']")
+    assert kernel.runtime_driver("runc") is None and kernel.runtimes["runc"].missing
+
+
+def test_driver_that_is_not_a_driver_is_refused(with_plugins: None) -> None:
+    cfg = defaults()
+    cfg.data["network"]["driver"] = "testnet"
+    found = discover()
+    for f in found:
+        if f.name == "testnet":
+            f.obj = object
+    with pytest.raises(DriverLoadError, match="is not a subclass of .*NetworkDriver"):
+        build_kernel(cfg, core_plugins, found=found)
+
+
+def test_plugin_with_unknown_hook_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Typo:
+        @hookimpl
+        def cri_run_pod_sandbx(self, request, ctx):  # typo: no such hook
+            return None
+
+    from pycrio.kernel.discovery import Found
+
+    found = [Found("pycrio.plugins", "typo", "x:Typo", "typo-dist", "1", obj=Typo)]
+    kernel = build_kernel(defaults(), core_plugins, found=found)
+    assert kernel.plugin_failures and "cri_run_pod_sandbx" in kernel.plugin_failures[0]
+    assert not kernel.pm.has_plugin("pycrio.plugins:typo")
+
+
+def test_call_each_isolates_a_failing_plugin() -> None:
+    calls = []
+
+    class Boom:
+        @hookimpl
+        def pycrio_startup(self, kernel):
+            raise ValueError("boom")
+
+    class Fine:
+        @hookimpl
+        def pycrio_startup(self, kernel):
+            calls.append(kernel)
+
+    kernel = build_kernel(defaults(), core_plugins, found=[])
+    kernel.pm.register(Fine(), name="fine")
+    kernel.pm.register(Boom(), name="boom")
+    failures = call_each(kernel, "pycrio_startup", kernel=kernel)
+    assert calls == [kernel]
+    assert failures == ["plugin 'boom' failed in pycrio_startup: ValueError: boom"]
+
+
+def test_a_wrapper_plugin_sees_and_changes_a_call() -> None:
+    class Wrap:
+        @hookimpl(wrapper=True)
+        def cri_version(self, request, ctx):
+            response = yield
+            response.runtime_version += "+wrapped"
+            return response
+
+    kernel = build_kernel(defaults(), core_plugins, found=[])
+    kernel.pm.register(Wrap(), name="wrap")
+    resp = kernel.hook.cri_version(request=api_pb2.VersionRequest(), ctx=CallContext("Version"))
+    assert resp.runtime_name == "pycrio"
+    assert resp.runtime_version.endswith("+wrapped")
+    assert sys.modules["pycrio"]

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from cri_api.v1 import api_pb2
+
+from pycrio.kernel.hookspecs import CRI_HOOKS, CRISpecs
+from pycrio.kernel.kernel import new_plugin_manager
+from pycrio.server.dispatch import SERVICES, hook_name
+
+
+def test_one_firstresult_hook_per_rpc_of_both_services() -> None:
+    rpcs = {
+        (service, m.name)
+        for service in SERVICES
+        for m in api_pb2.DESCRIPTOR.services_by_name[service].methods
+    }
+    assert len(rpcs) == 35
+    assert set(CRI_HOOKS.values()) == rpcs
+    pm = new_plugin_manager()
+    for service, method in rpcs:
+        name = hook_name(method)
+        assert CRI_HOOKS[name] == (service, method)
+        caller = getattr(pm.hook, name)
+        assert caller.spec.opts["firstresult"], name
+        assert list(caller.spec.argnames) == ["request", "ctx"], name
+    assert hasattr(CRISpecs, "cri_get_container_events")
+
+
+def test_hook_names_are_snake_case_of_the_rpc() -> None:
+    assert hook_name("RunPodSandbox") == "cri_run_pod_sandbox"
+    assert hook_name("ExecSync") == "cri_exec_sync"
+    assert hook_name("ListPodSandboxStats") == "cri_list_pod_sandbox_stats"
+    assert hook_name("GetContainerEvents") == "cri_get_container_events"
+
+
+def test_extension_hooks_exist() -> None:
+    pm = new_plugin_manager()
+    for name in (
+        "pycrio_startup",
+        "pycrio_shutdown",
+        "pycrio_config_reload",
+        "pycrio_status_conditions",
+        "pycrio_adjust_container_spec",
+        "pycrio_adjust_sandbox_spec",
+        "pycrio_container_event",
+        "pycrio_sandbox_event",
+    ):
+        assert getattr(pm.hook, name).spec is not None, name

@@ -1,0 +1,60 @@
+"""The subreaper collects orphans at once and leaves the daemon's own children alone.
+
+Runs in a child interpreter: becoming a subreaper changes the process for good.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPT = r"""
+import os, sys, time
+from pycrio import reaper
+
+assert reaper.set_subreaper()
+# An orphan: a child forks a grandchild and exits; the grandchild, re-parented
+# to us, exits later and must be reaped by reap_orphans.
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    if os.fork() == 0:
+        os.read(r, 1)
+        os._exit(0)
+    os._exit(0)
+os.waitpid(child, 0)
+own = reaper.popen(["sleep", "0.3"])
+os.write(w, b"x")
+deadline = time.monotonic() + 5
+reaped = []
+while time.monotonic() < deadline and not reaped:
+    time.sleep(0.05)
+    reaped = reaper.reap_orphans()
+assert len(reaped) == 1 and reaped[0] not in (child, own.pid), reaped
+# our own child keeps its exit status for its waiter
+time.sleep(0.5)
+assert reaper.reap_orphans() == []
+assert own.wait(timeout=5) == 0
+res = reaper.run(["sh", "-c", "exit 7"], timeout=5)
+assert res.returncode == 7
+print("ok")
+"""
+
+
+def test_orphans_are_reaped_and_own_children_are_not() -> None:
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_run_times_out_and_kills() -> None:
+    import time
+
+    import pytest
+
+    from pycrio import reaper
+
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        reaper.run(["sleep", "30"], timeout=0.2)
+    assert time.monotonic() - started < 5
