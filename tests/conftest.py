@@ -1,12 +1,25 @@
-"""Fixtures shared by every test tier."""
+"""Fixtures shared by every test tier.
+
+tests/support holds the harness (a daemon process, a registry, test images);
+it is put on sys.path here because the test directories are not packages.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+SUPPORT = Path(__file__).parent / "support"
+if str(SUPPORT) not in sys.path:
+    sys.path.insert(0, str(SUPPORT))
+
+import registry_env  # noqa: E402
+from daemon import DaemonProcess  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_DISTS = ("pycrio-test-good", "pycrio-test-bad", "pycrio-test-driver")
@@ -40,3 +53,89 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=300,
     )
     return site
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator:
+    """Factory: start_daemon(*args, env=None, wait=True, config="", dropins=None)."""
+    started: list[DaemonProcess] = []
+
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        config: str = "",
+        dropins: dict[str, str] | None = None,
+    ) -> DaemonProcess:
+        full_env = {**os.environ, **(env or {})}
+        d = DaemonProcess(tmp_path, list(args), full_env)
+        d.config.write_text(config)
+        for name, text in (dropins or {}).items():
+            (d.config_dir / name).write_text(text)
+        started.append(d)
+        return d.start(wait=wait)
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def _require_tools() -> None:
+    reason = registry_env.missing_tools_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def _start(workdir: Path, **kwargs: object) -> registry_env.RegistryServer:
+    try:
+        return registry_env.RegistryServer(workdir, **kwargs).start()  # type: ignore[arg-type]
+    except registry_env.Unsupported as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[registry_env.RegistryServer]:
+    """A plain-HTTP registry without auth (clients need ``insecure=True``)."""
+    _require_tools()
+    reg = _start(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop_all()
+
+
+@pytest.fixture(scope="session")
+def auth_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[registry_env.RegistryServer]:
+    """A plain-HTTP registry with htpasswd (Basic) auth; ``.username`` / ``.password``."""
+    _require_tools()
+    reg = _start(tmp_path_factory.mktemp("auth-registry"), auth="htpasswd")
+    yield reg
+    reg.stop_all()
+
+
+@pytest.fixture(scope="session")
+def images(
+    registry: registry_env.RegistryServer, tmp_path_factory: pytest.TempPathFactory
+) -> registry_env.TestImages:
+    """The standard image set (see ``registry_env.TestImages``) pushed to ``registry``."""
+    return registry_env.build_and_push_standard_images(tmp_path_factory.mktemp("images"), registry)
+
+
+@pytest.fixture(scope="session")
+def auth_images(
+    auth_registry: registry_env.RegistryServer, tmp_path_factory: pytest.TempPathFactory
+) -> registry_env.PushedImage:
+    """The busybox image pushed to ``auth_registry`` (as ``pycrio-test/busybox:latest``)."""
+    workdir = tmp_path_factory.mktemp("auth-images")
+    layout = registry_env.OCILayout(workdir / "layout")
+    base = registry_env.compress_layer(registry_env.busybox_rootfs_tar())
+    built = layout.build_image([base], tag="busybox")
+    return registry_env.push(
+        registry_env.Skopeo(workdir / "skopeo"),
+        layout,
+        "busybox",
+        auth_registry,
+        "pycrio-test/busybox",
+        "latest",
+        built=built,
+    )

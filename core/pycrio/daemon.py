@@ -21,7 +21,7 @@ from pycrio.config import Config, ConfigError
 from pycrio.config.schema import OPTIONS
 from pycrio.cri import core_plugins
 from pycrio.kernel.kernel import DriverLoadError, Kernel, build_kernel, call_each
-from pycrio.server.grpc_server import GrpcServer, SocketInUse
+from pycrio.server.grpc_server import GrpcServer, SocketInUse, prepare_socket_path
 
 log = logging.getLogger("pycrio")
 
@@ -68,11 +68,11 @@ def reloaded_config(old: Config, new: Config) -> tuple[Config, list[str], list[s
     return effective, applied, pending
 
 
-class RunrootLock:
-    """One daemon per runroot: two would corrupt each other's state."""
+class StateLock:
+    """One daemon per root and per runroot: two would corrupt each other's state."""
 
-    def __init__(self, runroot: str) -> None:
-        self.path = os.path.join(runroot, "pycrio.pid")
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, "pycrio.pid")
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -84,7 +84,7 @@ class RunrootLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise StartupError(
-                f"another pycrio (pid {holder}) is using runroot {os.path.dirname(self.path)}"
+                f"another pycrio (pid {holder}) is using {os.path.dirname(self.path)}"
             ) from e
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -116,34 +116,40 @@ class Daemon:
         except DriverLoadError as e:
             raise StartupError(str(e)) from e
         self.kernel = kernel
-        lock = RunrootLock(self.config.runroot)
-        server = GrpcServer(kernel)
+        # Refuse early, before touching any state, when another daemon is live.
+        locks = [StateLock(self.config.runroot), StateLock(self.config.root)]
         try:
-            server.start()
-        except SocketInUse as e:
+            prepare_socket_path(self.config.listen)
+            for lock in locks:
+                lock.acquire()
+        except (SocketInUse, StartupError) as e:
+            _release(locks)
             kernel.close()
             raise StartupError(str(e)) from e
-        try:
-            lock.acquire()
-        except StartupError:
-            server.stop(0)
-            kernel.close()
-            raise
         subreaper = reaper.Reaper()
         if reaper.set_subreaper():
             subreaper.start()
-        kernel.plugin_failures.extend(call_each(kernel, "pycrio_startup", kernel=kernel))
-        log.info("pycrio %s serving CRI on %s", pycrio.version(), self.config.listen)
+        server = GrpcServer(kernel)
         try:
+            failures = call_each(kernel, "pycrio_startup", kernel=kernel)
+            core = [f.message for f in failures if f.core]
+            if core:
+                raise StartupError("; ".join(core))
+            kernel.plugin_failures.extend(f.message for f in failures)
+            try:
+                server.start()
+            except SocketInUse as e:
+                raise StartupError(str(e)) from e
+            log.info("pycrio %s serving CRI on %s", pycrio.version(), self.config.listen)
             self._serve(kernel)
         finally:
             grace = float(self.config.data["api"]["shutdown_timeout"])
             log.info("shutting down: finishing in-flight calls (up to %.0fs)", grace)
             server.stop(grace)
-            call_each(kernel, "pycrio_shutdown", kernel=kernel)
+            call_each(kernel, "pycrio_shutdown", reverse=True, kernel=kernel)
             kernel.close()
             subreaper.stop()
-            lock.release()
+            _release(locks)
             log.info("pycrio stopped")
         return 0
 
@@ -173,6 +179,11 @@ class Daemon:
         kernel.config = effective
         self.config = effective
         call_each(kernel, "pycrio_config_reload", old=old, new=effective, changed=applied)
+
+
+def _release(locks: list[StateLock]) -> None:
+    for lock in locks:
+        lock.release()
 
 
 def _get(cfg: Config, dotted: str) -> Any:

@@ -48,6 +48,8 @@ def release(pid: int) -> None:
 
 def run(argv: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
     """subprocess.run with a mandatory timeout, safe next to the reaper."""
+    if kwargs.pop("capture_output", False):
+        kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc = popen(argv, **kwargs)
     try:
         out, err = proc.communicate(timeout=timeout)

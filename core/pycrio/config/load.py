@@ -15,6 +15,7 @@ from typing import Any
 
 from pycrio.config.schema import (
     BOOL,
+    DURATION,
     HANDLER_OPTIONS,
     INT,
     OPTIONS,
@@ -26,6 +27,7 @@ from pycrio.config.schema import (
     Config,
     Option,
     options_of,
+    parse_duration,
 )
 
 DEFAULT_CONFIG = "/etc/pycrio/pycrio.conf"
@@ -49,6 +51,14 @@ def defaults() -> Config:
 def _type_ok(opt_type: str, value: Any) -> bool:
     if opt_type == STR:
         return isinstance(value, str)
+    if opt_type == DURATION:
+        if not isinstance(value, str):
+            return False
+        try:
+            parse_duration(value)
+        except ValueError:
+            return False
+        return True
     if opt_type == INT:
         return isinstance(value, int) and not isinstance(value, bool)
     if opt_type == BOOL:
@@ -102,6 +112,8 @@ def _check_table(source: str, table: str, raw: dict[str, Any], opts: list[Option
 
 
 def _article(opt_type: str) -> str:
+    if opt_type == DURATION:
+        return 'a duration string such as "30s", "1m30s" or "0s"'
     return ("an " if opt_type[0] in "aeiou" else "a ") + opt_type
 
 
@@ -175,6 +187,8 @@ def _check_whole(cfg: Config) -> None:
     for key in ("grpc_max_send_msg_size", "grpc_max_recv_msg_size", "grpc_workers"):
         if data["api"][key] <= 0:
             raise ConfigError(f"api.{key} must be positive, got {data['api'][key]}")
+    if data["image"]["max_parallel_downloads"] <= 0:
+        raise ConfigError("image.max_parallel_downloads must be positive")
     if data["api"]["shutdown_timeout"] < 0:
         raise ConfigError("api.shutdown_timeout must not be negative")
 

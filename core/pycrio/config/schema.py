@@ -8,6 +8,7 @@ is the same, so an operator's knowledge carries over.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ STR = "string"
 INT = "integer"
 BOOL = "boolean"
 STR_LIST = "array of strings"
+DURATION = "duration"  # a Go-style duration string, as in crio.conf: "90s", "1m30s", "0s"
 RUNTIMES = "table of runtime handlers"
 PLUGINS = "table of plugin tables"
 
@@ -86,6 +88,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("", "root", STR, "/var/lib/pycrio", "Directory for persistent state and images."),
     Option(
         "", "runroot", STR, "/run/pycrio", "Directory for state that does not survive a reboot."
+    ),
+    Option(
+        "",
+        "storage_driver",
+        STR,
+        "overlay",
+        "How image layers are stored: overlay (kernel overlayfs, layers shared) or vfs"
+        " (a full copy per layer, for kernels without overlayfs).",
+        choices=("overlay", "vfs"),
     ),
     Option(
         "api",
@@ -191,6 +202,85 @@ OPTIONS: tuple[Option, ...] = (
         "Name of the CNI network to use; empty means the first valid config by file name.",
     ),
     Option(
+        "image",
+        "global_auth_file",
+        STR,
+        "",
+        "Registry credentials in the containers auth.json format, used when a pull request"
+        " carries none; empty means none.",
+        reloadable=True,
+    ),
+    Option(
+        "image",
+        "signature_policy",
+        STR,
+        "",
+        "Path of the containers-policy.json that decides which images may be pulled;"
+        " empty means /etc/containers/policy.json.",
+        reloadable=True,
+    ),
+    Option(
+        "image",
+        "signature_policy_dir",
+        STR,
+        "/etc/pycrio/policies",
+        "Directory of per-namespace policies: <dir>/<pod namespace>.json overrides"
+        " signature_policy for pulls of that namespace.",
+        reloadable=True,
+    ),
+    Option(
+        "image",
+        "registries_conf",
+        STR,
+        "/etc/containers/registries.conf",
+        "containers-registries.conf v2 file: search registries, aliases, mirrors,"
+        " insecure and blocked registries. Reloaded on SIGHUP.",
+        reloadable=True,
+    ),
+    Option(
+        "image",
+        "registries_conf_dir",
+        STR,
+        "/etc/containers/registries.conf.d",
+        "Drop-in directory for registries_conf, read in lexical order. Reloaded on SIGHUP.",
+        reloadable=True,
+    ),
+    Option(
+        "image",
+        "certs_dirs",
+        STR_LIST,
+        ["/etc/containers/certs.d", "/etc/docker/certs.d"],
+        "Directories holding <host[:port]>/ folders of CA certificates (*.crt) and client"
+        " certificate pairs (*.cert, *.key) for registries.",
+        reloadable=True,
+    ),
+    Option(
+        "image",
+        "pinned_images",
+        STR_LIST,
+        [],
+        "Images the kubelet must never garbage-collect: exact names, or patterns ending"
+        " in * (prefix) or starting with * (suffix).",
+        reloadable=True,
+    ),
+    Option(
+        "image",
+        "max_parallel_downloads",
+        INT,
+        6,
+        "Layers of one pull downloaded at the same time.",
+        reloadable=True,
+    ),
+    Option(
+        "image",
+        "pull_progress_timeout",
+        DURATION,
+        "0s",
+        "A pull whose download makes no progress for this long is aborted; 0s means"
+        " only the connection's own 5-minute stall limit applies.",
+        reloadable=True,
+    ),
+    Option(
         "plugins",
         "*",
         PLUGINS,
@@ -199,7 +289,26 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-TABLES: tuple[str, ...] = ("", "api", "runtime", "network", "plugins")
+TABLES: tuple[str, ...] = ("", "api", "runtime", "network", "image", "plugins")
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration ("1m30s"); raises ValueError when malformed."""
+    if text == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"{text!r} is not a duration such as 30s, 1m30s or 0s")
+    return total
 
 
 def options_of(table: str) -> list[Option]:
@@ -243,6 +352,10 @@ class Config:
     @property
     def runtimes(self) -> dict[str, dict[str, Any]]:
         return self.data["runtime"]["runtimes"]
+
+    def seconds(self, dotted: str) -> float:
+        """A duration option in seconds (validated at load time)."""
+        return parse_duration(self.get(dotted))
 
     def plugin_table(self, name: str) -> dict[str, Any]:
         """A plugin's own options; empty when the operator wrote none."""

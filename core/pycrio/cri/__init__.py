@@ -10,6 +10,7 @@ from pycrio.kernel.kernel import Kernel
 
 
 def core_plugins(kernel: Kernel) -> list[object]:
+    from pycrio.cri.images import ImageService
     from pycrio.cri.runtime_info import RuntimeInfo
 
-    return [RuntimeInfo(kernel)]
+    return [RuntimeInfo(kernel), ImageService(kernel)]

@@ -302,5 +302,9 @@ class ExtensionSpecs:
         """A container changed state: ``event`` is created, started, stopped or deleted."""
 
     @hookspec
+    def pycrio_image_in_use(self, image_id: str) -> list[str]:
+        """Containers (ids or names) using an image; RemoveImage refuses while any does."""
+
+    @hookspec
     def pycrio_sandbox_event(self, event: str, sandbox: Any) -> None:
         """A pod changed state: ``event`` is created, started, stopped or deleted."""

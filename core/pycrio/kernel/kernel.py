@@ -181,7 +181,7 @@ def build_kernel(
     found = discover() if found is None else found
     kernel = Kernel(config=config, pm=pm, found=found)
     for plugin in core_plugins(kernel):
-        pm.register(plugin, name=f"pycrio.core:{type(plugin).__name__}")
+        pm.register(plugin, name=f"{CORE_PREFIX}{type(plugin).__name__}")
 
     for item in found:
         if item.group != GROUP_PLUGINS:
@@ -224,15 +224,32 @@ def build_kernel(
     return kernel
 
 
-def call_each(kernel: Kernel, hook_name: str, /, **kwargs: Any) -> list[str]:
+CORE_PREFIX = "pycrio.core:"
+
+
+@dataclass(frozen=True)
+class HookFailure:
+    plugin: str
+    message: str
+
+    @property
+    def core(self) -> bool:
+        return self.plugin.startswith(CORE_PREFIX)
+
+
+def call_each(
+    kernel: Kernel, hook_name: str, /, *, reverse: bool = False, **kwargs: Any
+) -> list[HookFailure]:
     """Call every implementation of an extension hook, isolating failures.
 
     pluggy stops at the first exception; for startup, shutdown, reload and
     events one plugin's bug must not starve the others, so each is called on
-    its own and failures are logged and returned.
+    its own and failures are logged and returned. Implementations run in
+    registration order (the core first), or the reverse for teardown.
     """
     failures = []
-    for impl in reversed(getattr(kernel.pm.hook, hook_name).get_hookimpls()):
+    impls = getattr(kernel.pm.hook, hook_name).get_hookimpls()
+    for impl in reversed(impls) if reverse else impls:
         if impl.wrapper or impl.hookwrapper:
             continue
         try:
@@ -240,5 +257,5 @@ def call_each(kernel: Kernel, hook_name: str, /, **kwargs: Any) -> list[str]:
         except Exception as e:  # noqa: BLE001 - isolated and reported
             msg = f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(e).__name__}: {e}"
             log.exception("%s", msg)
-            failures.append(msg)
+            failures.append(HookFailure(impl.plugin_name, msg))
     return failures

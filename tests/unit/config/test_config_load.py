@@ -172,3 +172,25 @@ def test_every_option_has_a_documented_default_of_its_type() -> None:
     assert all(o.doc.strip() for o in OPTIONS), text
     assert tomllib.loads("x = 1")  # sanity of the toml reader used by load
     assert set(data) >= {"root", "runroot", "api", "runtime", "network"}
+
+
+def test_durations_are_parsed_and_checked(tmp_path: Path, empty_dir: str) -> None:
+    from pycrio.config.schema import parse_duration
+
+    assert parse_duration("1m30s") == 90.0
+    assert parse_duration("0s") == parse_duration("0") == 0.0
+    assert parse_duration("250ms") == 0.25
+    conf = write(tmp_path / "c.conf", "[image]\npull_progress_timeout = '2m'\n")
+    assert load(str(conf), empty_dir).seconds("image.pull_progress_timeout") == 120.0
+    for bad in ("'10'", "'ten seconds'", "10", "'1m x'"):
+        conf = write(tmp_path / "c.conf", f"[image]\npull_progress_timeout = {bad}\n")
+        with pytest.raises(ConfigError, match="'image.pull_progress_timeout' must be a duration"):
+            load(str(conf), empty_dir)
+
+
+def test_storage_driver_choices(tmp_path: Path, empty_dir: str) -> None:
+    conf = write(tmp_path / "c.conf", "storage_driver = 'vfs'\n")
+    assert load(str(conf), empty_dir).get("storage_driver") == "vfs"
+    conf = write(tmp_path / "c.conf", "storage_driver = 'btrfs'\n")
+    with pytest.raises(ConfigError, match="must be one of overlay, vfs"):
+        load(str(conf), empty_dir)

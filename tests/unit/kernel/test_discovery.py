@@ -130,7 +130,10 @@ def test_call_each_isolates_a_failing_plugin() -> None:
     kernel.pm.register(Boom(), name="boom")
     failures = call_each(kernel, "pycrio_startup", kernel=kernel)
     assert calls == [kernel]
-    assert failures == ["plugin 'boom' failed in pycrio_startup: ValueError: boom"]
+    assert [f.message for f in failures] == [
+        "plugin 'boom' failed in pycrio_startup: ValueError: boom"
+    ]
+    assert not failures[0].core
 
 
 def test_a_wrapper_plugin_sees_and_changes_a_call() -> None:

@@ -1,4 +1,4 @@
-"""Start pycrio as a process and talk to it over its socket like the kubelet."""
+"""Start pycrio as a process and talk to it over its socket, as the kubelet does."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
 
@@ -105,28 +103,3 @@ class DaemonProcess:
                 self.proc.wait(timeout=10)
         if getattr(self, "_stderr", None):
             self._stderr.close()
-
-
-@pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator:
-    """Factory: start_daemon(*args, env=None, wait=True) -> DaemonProcess."""
-    started: list[DaemonProcess] = []
-
-    def start(
-        *args: str,
-        env: dict[str, str] | None = None,
-        wait: bool = True,
-        config: str = "",
-        dropins: dict[str, str] | None = None,
-    ) -> DaemonProcess:
-        full_env = {**os.environ, **(env or {})}
-        d = DaemonProcess(tmp_path, list(args), full_env)
-        d.config.write_text(config)
-        for name, text in (dropins or {}).items():
-            (d.config_dir / name).write_text(text)
-        started.append(d)
-        return d.start(wait=wait)
-
-    yield start
-    for d in started:
-        d.stop()

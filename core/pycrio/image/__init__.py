@@ -1,0 +1,1 @@
+"""Image service: references, registries.conf, signature policy, registry client."""

@@ -1,0 +1,1 @@
+"""Image storage: blob verification, layer decompression and layer unpacking onto disk."""
