@@ -43,7 +43,8 @@ def setup(level: str) -> None:
 def set_level(level: str) -> None:
     logging.getLogger().setLevel(LEVELS[level])
     # Libraries' debug chatter (entry-point caches) is noise in a daemon's log.
-    logging.getLogger("stevedore").setLevel(max(LEVELS[level], logging.INFO))
+    for noisy in ("stevedore", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.INFO))
 
 
 # Message types whose content is secret wherever they appear in a request.

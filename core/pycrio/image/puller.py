@@ -50,6 +50,7 @@ from pycrio.storage.layer_unpack import LayerSummary, WhiteoutMode, unpack_layer
 log = logging.getLogger("pycrio.image")
 
 DEFAULT_STALL_TIMEOUT = 300.0
+MAX_CLIENTS = 64
 _DRAIN = 1 << 20
 
 
@@ -82,6 +83,8 @@ class Puller:
         self.settings = settings
         self._pulls = SingleFlight()
         self._blobs = SingleFlight()
+        self._clients: dict[tuple, RegistryClient] = {}
+        self._clients_lock = threading.Lock()
         # Pulls and garbage collection exclude each other: a pull owns layers
         # that no image record names until it commits.
         self._activity = threading.Condition()
@@ -154,19 +157,32 @@ class Puller:
         raise Unavailable(f"no source could serve {ref}: " + "; ".join(failures))
 
     def _client(self, source: PullSource, credentials: Credentials | None) -> RegistryClient:
+        """A client per registry, TLS setting and credentials, kept across pulls.
+
+        Reusing it keeps the connection pool, the detected scheme and bearer
+        tokens, so a second pull does not ping and authenticate again.
+        """
         domain = source.reference.domain
         if credentials is None and self.settings.auth_files:
             credentials = lookup_credentials(
                 domain, source.reference.path, self.settings.auth_files
             )
-        timeout = self.settings.progress_timeout or DEFAULT_STALL_TIMEOUT
-        return RegistryClient(
-            domain,
-            credentials=credentials,
-            insecure=source.insecure,
-            certs_dir=self.settings.certs_dirs,
-            timeout=timeout,
-        )
+        key = (domain, source.insecure, _identity(credentials), id(self.settings))
+        with self._clients_lock:
+            client = self._clients.get(key)
+            if client is None:
+                if len(self._clients) >= MAX_CLIENTS:
+                    self._clients.pop(next(iter(self._clients))).close()
+                timeout = self.settings.progress_timeout or DEFAULT_STALL_TIMEOUT
+                client = RegistryClient(
+                    domain,
+                    credentials=credentials,
+                    insecure=source.insecure,
+                    certs_dir=self.settings.certs_dirs,
+                    timeout=timeout,
+                )
+                self._clients[key] = client
+            return client
 
     def _pull_from(
         self, ref: Reference, source: PullSource, credentials: Credentials | None
@@ -174,21 +190,21 @@ class Puller:
         started = time.monotonic()
         src = source.reference
         repo = src.path
-        with self._client(source, credentials) as client:
-            body, media_type, top_digest = client.get_manifest(repo, src.digest or src.tag)
+        client = self._client(source, credentials)
+        body, media_type, top_digest = client.get_manifest(repo, src.digest or src.tag)
+        parsed = mf.parse_manifest(body, media_type, source=f"manifest of {src}")
+        digest = top_digest
+        if isinstance(parsed, mf.ImageIndex):
+            chosen = mf.select_manifest(parsed, source=f"index of {src}")
+            body, media_type, digest = client.get_manifest(repo, chosen.digest)
             parsed = mf.parse_manifest(body, media_type, source=f"manifest of {src}")
-            digest = top_digest
-            if isinstance(parsed, mf.ImageIndex):
-                chosen = mf.select_manifest(parsed, source=f"index of {src}")
-                body, media_type, digest = client.get_manifest(repo, chosen.digest)
-                parsed = mf.parse_manifest(body, media_type, source=f"manifest of {src}")
-            if not isinstance(parsed, mf.ImageManifest):
-                raise InvalidArgument(f"{src}: the index points at another index")
-            config_bytes = self._config(client, repo, parsed.config)
-            config = mf.parse_image_config(config_bytes, source=f"config of {src}")
-            mf.check_config_matches_manifest(parsed, config)
-            chains = chain_ids(list(config.diff_ids))
-            self._fetch_layers(client, repo, parsed, list(config.diff_ids), chains)
+        if not isinstance(parsed, mf.ImageManifest):
+            raise InvalidArgument(f"{src}: the index points at another index")
+        config_bytes = self._config(client, repo, parsed.config)
+        config = mf.parse_image_config(config_bytes, source=f"config of {src}")
+        mf.check_config_matches_manifest(parsed, config)
+        chains = chain_ids(list(config.diff_ids))
+        self._fetch_layers(client, repo, parsed, list(config.diff_ids), chains)
 
         self.images.put_blob(digest, body)
         names = _names(ref, top_digest, digest)
