@@ -62,3 +62,9 @@ class ResourceExhausted(CRIError):
 
 class Internal(CRIError):
     code = grpc.StatusCode.INTERNAL
+
+
+class DataLoss(CRIError):
+    """Bytes that do not match their digest or size: corrupt or tampered content."""
+
+    code = grpc.StatusCode.DATA_LOSS

@@ -485,6 +485,32 @@ class RegistryServer:
         finally:
             conn.close()
 
+    def count_requests(self, method: str, path: str) -> int:
+        """How many ``method path`` requests the registry has answered (from its info log).
+
+        distribution logs one ``response completed`` line (``... with error`` for
+        failures) per request, with its method and URI, at level info.
+        """
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        uri = f'http.request.uri="{path}"'
+        verb = f"http.request.method={method} "
+        return sum(
+            1
+            for line in text.splitlines()
+            if 'msg="response completed' in line and uri in line and verb in line
+        )
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the registry's filesystem storage keeps a blob's bytes (to tamper with it)."""
+        hex_ = digest.split(":", 1)[1]
+        return (
+            self.workdir / "storage" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+            / hex_[:2] / hex_ / "data"
+        )  # fmt: skip
+
     def log_tail(self, n: int = 2000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-n:]
@@ -564,6 +590,39 @@ def make_tar(
             tar.addfile(ti, io.BytesIO(data))
         for name, target in symlinks.items():
             tar.addfile(_tarinfo(name, tarfile.SYMTYPE, mode=0o777, link=target))
+    return buf.getvalue()
+
+
+def make_tar_entries(entries: Sequence[tuple[str, str, bytes | str]]) -> bytes:
+    """A deterministic tar of entries written in the given order, names taken as they are.
+
+    Each entry is ``(kind, name, payload)``: ``("file", name, data)``,
+    ``("dir", name, "")``, ``("symlink", name, target)``, ``("hardlink", name,
+    target)`` or ``("chardev", name, "major:minor")``. Unlike ``make_tar`` this
+    can write hostile layers (``../`` names, links out of the root) and control
+    order (a symlink before the entries that go through it).
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for kind, name, payload in entries:
+            if kind == "file":
+                data = payload if isinstance(payload, bytes) else payload.encode()
+                ti = _tarinfo(name, tarfile.REGTYPE, mode=0o644, size=len(data))
+                tar.addfile(ti, io.BytesIO(data))
+            elif kind == "dir":
+                tar.addfile(_tarinfo(name, tarfile.DIRTYPE, mode=0o755))
+            elif kind in ("symlink", "hardlink"):
+                link = payload if isinstance(payload, str) else payload.decode()
+                kind_byte = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                tar.addfile(_tarinfo(name, kind_byte, mode=0o777, link=link))
+            elif kind == "chardev":
+                ti = _tarinfo(name, tarfile.CHRTYPE, mode=0o600)
+                spec = payload if isinstance(payload, str) else payload.decode()
+                major, minor = spec.split(":")
+                ti.devmajor, ti.devminor = int(major), int(minor)
+                tar.addfile(ti)
+            else:
+                raise ValueError(f"unknown tar entry kind {kind!r}")
     return buf.getvalue()
 
 
@@ -926,3 +985,110 @@ def running_registry(workdir: Path, **kwargs: Any) -> Iterator[RegistryServer]:
         yield reg.start()
     finally:
         reg.stop_all()
+
+
+class StallingRegistry:
+    """A registry that stops sending in the middle of a layer, for timeout and crash tests.
+
+    No distribution registry can be made to stall on purpose, so this small
+    HTTP server on 127.0.0.1 speaks just enough of the distribution API for a
+    pull of one image: ``/v2/``, the manifest (by tag or digest) and the config
+    answer normally; a layer blob gets its headers (with the full
+    Content-Length) and ``stall_after`` bytes, then nothing until ``release()``,
+    after which the connection is closed short. ``stalled`` is set once the
+    partial layer is out. Every request is recorded in ``requests``.
+    """
+
+    def __init__(
+        self, built: BuiltImage, repo: str, tag: str, *, stall_after: int | None = None
+    ) -> None:
+        self.built = built
+        self.repo = repo
+        self.tag = tag
+        self.stall_after = stall_after
+        self.stalled = threading.Event()
+        self._release = threading.Event()
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def host(self) -> str:
+        assert self._server is not None
+        return f"{LOOPBACK}:{self._server.server_address[1]}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}/{self.repo}:{self.tag}"
+
+    def release(self) -> None:
+        self._release.set()
+
+    def _serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        path = urllib.parse.urlsplit(handler.path).path
+        with self._lock:
+            self.requests.append(f"{handler.command} {path}")
+        manifest, config = self.built.manifest, self.built.config
+        layers = {layer.digest: layer for layer in self.built.layers}
+        base = f"/v2/{self.repo}/"
+        body: bytes | None = None
+        content_type = "application/json"
+        if path == "/v2/":
+            body = b"{}"
+        elif path in (base + f"manifests/{self.tag}", base + f"manifests/{manifest.digest}"):
+            body, content_type = manifest.data, manifest.media_type
+        elif path == base + f"blobs/{config.digest}":
+            body, content_type = config.data, "application/octet-stream"
+        elif path.startswith(base + "blobs/") and path[len(base) + 6 :] in layers:
+            layer = layers[path[len(base) + 6 :]]
+            cut = layer.size // 2 if self.stall_after is None else self.stall_after
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/octet-stream")
+            handler.send_header("Content-Length", str(layer.size))
+            handler.send_header("Docker-Content-Digest", layer.digest)
+            handler.end_headers()
+            handler.wfile.write(layer.data[:cut])
+            handler.wfile.flush()
+            self.stalled.set()
+            self._release.wait(120)
+            handler.close_connection = True
+            return
+        if body is None:
+            body = json.dumps({"errors": [{"code": "NAME_UNKNOWN", "message": path}]}).encode()
+            handler.send_response(404)
+        else:
+            handler.send_response(200)
+            if "manifests/" in path:
+                handler.send_header("Docker-Content-Digest", manifest.digest)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+
+    def start(self) -> StallingRegistry:
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                outer._serve(self)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                outer._serve(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.release()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

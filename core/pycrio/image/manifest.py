@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrio.errors import Internal, InvalidArgument, NotFound
+from pycrio.errors import DataLoss, InvalidArgument, NotFound
 
 # --- media types -------------------------------------------------------------
 
@@ -79,10 +79,10 @@ _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 
 
-class DigestMismatch(Internal):
+class DigestMismatch(DataLoss):
     """Content did not hash to the digest it was fetched by.
 
-    An Internal error rather than a retryable one: whatever served the bytes
+    DATA_LOSS rather than a retryable error: whatever served the bytes
     (a registry, a mirror, a proxy) is broken or hostile, and retrying the
     same source blindly would hide that.
     """

@@ -14,9 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import grpc
-
-from pycrio.errors import CRIError, InvalidArgument
+from pycrio.errors import DataLoss, InvalidArgument
 
 # The OCI image spec's digest grammar; only the algorithms it registers are usable.
 _DIGEST_RE = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
@@ -25,10 +23,8 @@ _HEX_RE = re.compile(r"[a-f0-9]+")
 _DRAIN_CHUNK = 1 << 20
 
 
-class DigestMismatch(CRIError):
+class DigestMismatch(DataLoss):
     """The bytes received are not the blob the manifest named (corrupted or hostile source)."""
-
-    code = grpc.StatusCode.DATA_LOSS
 
     def __init__(
         self,

@@ -209,3 +209,30 @@ def test_digest_is_checked_over_the_compressed_bytes() -> None:
 
 def test_empty_source_is_an_empty_stream() -> None:
     assert open_decompressed(io.BytesIO(b"")).read() == b""
+
+
+def test_gzip_members_padding_and_large_streams_decode_in_bounded_reads() -> None:
+    import gzip as _gzip
+    import io as _io
+    import os as _os
+
+    from pycrio.storage.compression import open_decompressed as _open
+
+    part1, part2 = _os.urandom(3 << 20), b"tail" * 1000
+    blob = _gzip.compress(part1) + _gzip.compress(part2) + b"\0" * 1024
+
+    class Counting(_io.BytesIO):
+        reads: list[int] = []
+
+        def read(self, size=-1):
+            self.reads.append(size)
+            return super().read(size)
+
+    source = Counting(blob)
+    stream = _open(source)
+    out = bytearray()
+    while chunk := stream.read(256 << 10):
+        assert len(chunk) <= 256 << 10
+        out += chunk
+    assert bytes(out) == part1 + part2
+    assert max(source.reads) <= 1 << 20 and min(r for r in source.reads if r > 8) > 8192

@@ -1,0 +1,130 @@
+"""Pull throughput: pycrio against `skopeo copy`, side by side, same registry.
+
+Builds a ~200 MB, 5-layer image (mostly incompressible data plus a few
+thousand small files), pushes it to Debian's docker-registry on 127.0.0.1,
+then alternates rounds of
+
+- PullImage through a running pycrio (fresh layers each round: the image is
+  removed in between, which frees its layers), and
+- `skopeo copy docker://... oci:<fresh dir>`,
+
+and prints the median MB/s of each and their ratio. skopeo only writes the
+compressed blobs; pycrio also decompresses, verifies diff IDs and unpacks,
+so a ratio >= 1 means pycrio's whole pull is at least as fast as skopeo's copy.
+
+Usage: .venv/bin/python bench/pull.py [--rounds N] [--layer-mb M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+
+import registry_env  # noqa: E402
+from cri_api.v1 import api_pb2  # noqa: E402
+from daemon import DaemonProcess  # noqa: E402
+
+
+def layer_tar(index: int, megabytes: int) -> bytes:
+    """One big random file and 500 small ones: both paths of the unpacker."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        big = os.urandom(megabytes * 1024 * 1024)
+        info = tarfile.TarInfo(f"layer{index}/big.bin")
+        info.size = len(big)
+        tar.addfile(info, io.BytesIO(big))
+        for i in range(500):
+            data = os.urandom(512)
+            info = tarfile.TarInfo(f"layer{index}/small/{i}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--layer-mb", type=int, default=40)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="pycrio-bench-") as tmp_:
+        tmp = Path(tmp_)
+        registry = registry_env.RegistryServer(tmp / "registry").start()
+        try:
+            layout = registry_env.OCILayout(tmp / "layout")
+            layers = [
+                registry_env.compress_layer(layer_tar(i, args.layer_mb), "gzip") for i in range(5)
+            ]
+            built = layout.build_image(layers, tag="big")
+            total = sum(layer.size for layer in layers)
+            pushed = registry_env.push(
+                registry_env.Skopeo(tmp / "skopeo"),
+                layout,
+                "big",
+                registry,
+                "bench/big",
+                "v1",
+                built=built,
+            )
+            print(f"image: {pushed.name}, 5 layers, {total / 1e6:.1f} MB compressed")
+
+            (tmp / "registries.conf").write_text(
+                f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n'
+            )
+            (tmp / "pycrio").mkdir()
+            daemon = DaemonProcess(tmp / "pycrio", [], dict(os.environ))
+            daemon.config.write_text(
+                f'[image]\nregistries_conf = "{tmp}/registries.conf"\n'
+                f'registries_conf_dir = "{tmp}/none"\n'
+            )
+            daemon.start()
+            pycrio_s, skopeo_s = [], []
+            try:
+                for round_ in range(args.rounds):
+                    spec = api_pb2.ImageSpec(image=pushed.name)
+                    started = time.perf_counter()
+                    daemon.images().PullImage(api_pb2.PullImageRequest(image=spec), timeout=600)
+                    pycrio_s.append(time.perf_counter() - started)
+                    daemon.images().RemoveImage(api_pb2.RemoveImageRequest(image=spec))
+
+                    dest = tmp / f"oci-{round_}"
+                    started = time.perf_counter()
+                    subprocess.run(
+                        [
+                            "skopeo",
+                            "copy",
+                            "--quiet",
+                            "--src-tls-verify=false",
+                            f"docker://{pushed.name}",
+                            f"oci:{dest}:v1",
+                        ],
+                        check=True,
+                        timeout=600,
+                    )
+                    skopeo_s.append(time.perf_counter() - started)
+                    subprocess.run(["rm", "-rf", str(dest)], check=True, timeout=120)
+            finally:
+                daemon.stop()
+        finally:
+            registry.stop_all()
+
+    mbps = lambda seconds: total / 1e6 / statistics.median(seconds)  # noqa: E731
+    print(f"pycrio PullImage: median {statistics.median(pycrio_s):.2f}s  {mbps(pycrio_s):.1f} MB/s")
+    print(f"skopeo copy:      median {statistics.median(skopeo_s):.2f}s  {mbps(skopeo_s):.1f} MB/s")
+    print(f"ratio pycrio/skopeo throughput: {mbps(pycrio_s) / mbps(skopeo_s):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
