@@ -131,17 +131,53 @@ class RuntimeDriver(Driver):
 
 # --- pycrio.cgroup ----------------------------------------------------------
 
+#: The resources dict used by cgroup drivers: the OCI runtime-spec
+#: ``linux.resources`` object (camelCase keys), e.g.
+#: {"cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0-1"},
+#:  "memory": {"limit": 268435456}, "pids": {"limit": 100},
+#:  "hugepageLimits": [{"pageSize": "2MB", "limit": 0}], "unified": {...}}.
+Resources = dict[str, Any]
+
+
+@dataclass
+class CgroupStats:
+    """Usage counters read from a cgroup (0 when the controller is absent)."""
+
+    cpu_usage_ns: int = 0
+    memory_usage_bytes: int = 0
+    memory_working_set_bytes: int = 0
+    memory_rss_bytes: int = 0
+    memory_page_faults: int = 0
+    memory_major_page_faults: int = 0
+    memory_available_bytes: int = 0
+    pids: int = 0
+    pids_limit: int = 0
+
 
 class CgroupDriver(Driver):
-    """Places pods and containers in cgroups and reads their usage back."""
+    """Places pods and containers in cgroups and reads their usage back.
+
+    A *path* is what this driver returns from ``pod_cgroup`` and accepts
+    everywhere else: for cgroupfs a path relative to each hierarchy's root
+    (``/kubepods/besteffort/pod<uid>``), for systemd a slice name.
+    """
 
     #: The value RuntimeConfig reports so the kubelet can check it agrees:
     #: "systemd" or "cgroupfs" (runtime.v1 CgroupDriver).
     cri_cgroup_driver: str = "cgroupfs"
 
     @abc.abstractmethod
-    def pod_cgroup(self, cgroup_parent: str, pod_id: str, resources: dict[str, Any]) -> str:
-        """Create the pod's cgroup under the kubelet's parent; return its path."""
+    def pod_cgroup(self, cgroup_parent: str, pod_id: str, resources: Resources) -> str:
+        """Create the pod's cgroup under the kubelet's parent with its resources; return its path.
+
+        The kubelet normally passes the pod's own cgroup as cgroup_parent
+        (``/kubepods/burstable/pod<uid>``); the driver creates it if missing and
+        applies ``resources`` (the pod's limits plus its overhead).
+        """
+
+    @abc.abstractmethod
+    def update(self, path: str, resources: Resources) -> None:
+        """Apply new resources to an existing cgroup (UpdatePodSandboxResources)."""
 
     @abc.abstractmethod
     def container_cgroups_path(self, pod_cgroup: str, container_id: str) -> str:
@@ -149,14 +185,24 @@ class CgroupDriver(Driver):
 
     @abc.abstractmethod
     def remove(self, path: str) -> None:
-        """Remove a cgroup; removing one that does not exist is not an error."""
+        """Remove a cgroup (killing nothing); removing one that does not exist is not an error."""
 
     @abc.abstractmethod
-    def stats(self, path: str) -> dict[str, int]:
-        """Usage counters: cpu_usage_ns, memory_working_set_bytes, pids, ..."""
+    def stats(self, path: str) -> CgroupStats:
+        """Current usage of the cgroup; raises pycrio.errors.NotFound if it is gone."""
 
 
 # --- pycrio.network ---------------------------------------------------------
+
+
+@dataclass
+class PortMapping:
+    """A CRI PortMapping in CNI ``portMappings`` terms."""
+
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"  # tcp, udp or sctp
+    host_ip: str = ""
 
 
 @dataclass
@@ -168,13 +214,19 @@ class PodNetwork:
     namespace: str
     uid: str
     netns_path: str
-    port_mappings: list[dict[str, Any]] = field(default_factory=list)
+    port_mappings: list[PortMapping] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
+    #: CNI "bandwidth" capability: ingressRate/ingressBurst/egressRate/egressBurst.
     bandwidth: dict[str, int] = field(default_factory=dict)
+    #: CNI "dns" capability: servers, searches, options.
+    dns: dict[str, list[str]] = field(default_factory=dict)
+    cgroup_path: str = ""
 
 
 @dataclass
 class NetworkStatus:
+    """The pod's addresses, first the primary one (IPv4 before IPv6 when both)."""
+
     ips: list[str] = field(default_factory=list)
     interfaces: list[dict[str, Any]] = field(default_factory=list)
 
@@ -183,14 +235,22 @@ class NetworkDriver(Driver):
     """Attaches pods to the node's network. ``ready()`` feeds NetworkReady."""
 
     @abc.abstractmethod
-    def setup(self, pod: PodNetwork) -> NetworkStatus: ...
+    def setup(self, pod: PodNetwork) -> NetworkStatus:
+        """Attach the pod; on failure leave nothing attached (undo what was done)."""
 
     @abc.abstractmethod
     def teardown(self, pod: PodNetwork) -> None:
         """Detach the pod; must work after a daemon restart and be idempotent."""
 
-    def check(self, pod: PodNetwork) -> None:
+    def check(self, pod: PodNetwork) -> None:  # noqa: B027 - optional
         """Verify the pod's network is still as set up; raise if not."""
+
+    def handles_port_mappings(self) -> bool:
+        """True when the network itself maps host ports (a CNI portmap plugin).
+
+        When False the kernel asks the hostport driver to map them instead.
+        """
+        return False
 
 
 # --- pycrio.hostport --------------------------------------------------------
@@ -200,11 +260,12 @@ class HostportDriver(Driver):
     """Maps host ports to pod IPs for networks that lack a portmap plugin."""
 
     @abc.abstractmethod
-    def add(self, pod_id: str, pod_ip: str, mappings: list[dict[str, Any]]) -> None: ...
+    def add(self, pod_id: str, pod_ip: str, mappings: list[PortMapping]) -> None:
+        """Install the mappings; a host port already mapped by another pod is FailedPrecondition."""
 
     @abc.abstractmethod
     def remove(self, pod_id: str) -> None:
-        """Remove every mapping of the pod; idempotent."""
+        """Remove every mapping of the pod; idempotent, and works after a daemon restart."""
 
 
 INTERFACE_OF_GROUP: dict[str, type[Driver]] = {
