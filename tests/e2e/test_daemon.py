@@ -52,10 +52,6 @@ def test_version_status_runtime_config_and_unimplemented(start_daemon) -> None:
     assert rc.linux.cgroup_driver == api_pb2.CGROUPFS
 
     with pytest.raises(grpc.RpcError) as err:
-        rt.RunPodSandbox(api_pb2.RunPodSandboxRequest())
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "RunPodSandbox" in err.value.details()
-    with pytest.raises(grpc.RpcError) as err:
         rt.CheckpointContainer(api_pb2.CheckpointContainerRequest())
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "CheckpointContainer" in err.value.details()

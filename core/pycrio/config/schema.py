@@ -166,6 +166,21 @@ OPTIONS: tuple[Option, ...] = (
         "One table per RuntimeClass handler, keyed by the handler name.",
     ),
     Option(
+        "runtime",
+        "shm_size",
+        STR,
+        "64Mi",
+        "Size of each pod's /dev/shm tmpfs (a number with k, m, g, Ki, Mi or Gi).",
+    ),
+    Option(
+        "runtime",
+        "namespaces_dir",
+        STR,
+        "",
+        "Directory where pod namespaces are pinned as bind-mounted files; empty means"
+        " <runroot>/ns.",
+    ),
+    Option(
         "network",
         "driver",
         STR,

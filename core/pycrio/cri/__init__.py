@@ -12,5 +12,6 @@ from pycrio.kernel.kernel import Kernel
 def core_plugins(kernel: Kernel) -> list[object]:
     from pycrio.cri.images import ImageService
     from pycrio.cri.runtime_info import RuntimeInfo
+    from pycrio.cri.sandboxes import SandboxService
 
-    return [RuntimeInfo(kernel), ImageService(kernel)]
+    return [RuntimeInfo(kernel), ImageService(kernel), SandboxService(kernel)]

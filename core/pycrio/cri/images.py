@@ -13,7 +13,7 @@ from typing import Any
 from cri_api.v1 import api_pb2
 
 from pycrio.config import Config
-from pycrio.errors import FailedPrecondition, InvalidArgument
+from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument
 from pycrio.image.auth import credentials_from_cri
 from pycrio.image.image_store import ImageRecord, ImageStore
 from pycrio.image.puller import Puller, PullSettings, candidates
@@ -87,9 +87,17 @@ class ImageService:
 
     @hookimpl
     def pycrio_config_reload(self, old: Config, new: Config, changed: list[str]) -> None:
-        if self.puller is not None and any(k.startswith("image.") for k in changed):
-            self.puller.settings = pull_settings(new)
-            log.info("image settings reloaded")
+        # Always: SIGHUP is how an operator makes registries.conf and its
+        # drop-ins take effect, and those files are not pycrio.conf keys.
+        if self.puller is None:
+            return
+        try:
+            settings = pull_settings(new)
+        except CRIError as e:
+            log.error("image settings not reloaded, keeping the running ones: %s", e.message)
+            return
+        self.puller.settings = settings
+        log.info("image settings reloaded (registries configuration re-read)")
 
     def _ready(self) -> tuple[LayerStore, ImageStore, Puller]:
         if self.layers is None or self.images is None or self.puller is None:

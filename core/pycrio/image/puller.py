@@ -26,8 +26,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from pycrio.errors import (
+    CRIError,
+    DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -291,12 +294,35 @@ class Puller:
                 " pulls only from the registry"
             )
         with client.open_blob(repo, desc.digest, expected_size=desc.size) as blob:
-            tar = DigestReader(open_decompressed(blob, desc.media_type), diff_id)
-            summary = unpack_layer(tar, diff_dir, mode)
-            tar.verify()
+            try:
+                tar = DigestReader(open_decompressed(blob, desc.media_type), diff_id)
+                summary = unpack_layer(tar, diff_dir, mode)
+                tar.verify()
+            except InvalidArgument as e:
+                _blame_the_blob(blob, e)
+                e.message = f"layer {desc.digest} of {client.registry}/{repo}: {e.message}"
+                raise
             while blob.read(_DRAIN):  # the end of the stream checks the digest
                 pass
         return summary
+
+
+def _blame_the_blob(blob: BinaryIO, error: InvalidArgument) -> None:
+    """Raise the blob's digest mismatch if there is one, as the cause of ``error``.
+
+    Bytes altered in the registry or on the way usually break the
+    decompressor or the tar reader before the end of the blob, where its
+    digest is checked; "corrupt gzip data" would then hide what happened.
+    Reading the rest of the blob (never more than the manifest's size for it)
+    settles whether it is the blob the manifest names.
+    """
+    try:
+        while blob.read(_DRAIN):
+            pass
+    except DataLoss as mismatch:
+        raise mismatch from error
+    except CRIError as unreadable:  # the blob cannot be checked: report the first error
+        log.debug("cannot verify the rest of the blob after %s: %s", error, unreadable)
 
 
 def _identity(credentials: Credentials | None) -> tuple[str, ...]:

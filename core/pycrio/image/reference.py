@@ -247,6 +247,10 @@ def _match(candidate: str, *, original: str) -> tuple[str, str | None, str | Non
             raise InvalidArgument(
                 f"invalid image reference {original!r}: repository name must be lowercase"
             )
+        named, at, digest = candidate.rpartition("@")
+        if at and _REFERENCE_RE.fullmatch(named):
+            # Only the digest is wrong (too short, bad algorithm...): say so.
+            _validate_digest(digest, original)
         raise InvalidArgument(f"invalid image reference {original!r}: {_diagnose(original)}")
     name, tag, digest = m.group("name", "tag", "digest")
     if len(name) > NAME_TOTAL_LENGTH_MAX:

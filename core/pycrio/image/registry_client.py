@@ -38,10 +38,11 @@ from typing import Any
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
 from pycrio.errors import (
     CRIError,
+    DeadlineExceeded,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -199,9 +200,11 @@ class BlobStream(io.RawIOBase):
         what: str,
         registry: str,
         expected_size: int | None = None,
+        stall_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self._resp = response
+        self._stall_timeout = stall_timeout
         self.digest = digest
         self.what = what
         self._registry = registry
@@ -229,6 +232,14 @@ class BlobStream(io.RawIOBase):
             return 0
         try:
             data = self._resp.read(len(buffer))
+        except ReadTimeoutError as exc:
+            # The read timeout is per socket read: only a registry that sends
+            # nothing at all for that long ends here, a slow one does not.
+            limit = f" for {self._stall_timeout:g}s" if self._stall_timeout else ""
+            raise DeadlineExceeded(
+                f"registry {self._registry}: downloading {self.what} stalled, no data{limit}; "
+                "the pull was aborted"
+            ) from exc
         except (Urllib3Error, OSError) as exc:
             raise Unavailable(
                 f"registry {self._registry}: reading {self.what} failed after "
@@ -358,7 +369,7 @@ class RegistryClient:
                 url = f"{scheme}://{self.endpoint}/v2/"
                 try:
                     resp = self._raw("GET", url, {}, preload=True)
-                except Unavailable as exc:
+                except (Unavailable, DeadlineExceeded) as exc:
                     failures.append(f"{scheme}: {exc.message}")
                     continue
                 if resp.status in (200, 401):
@@ -426,6 +437,7 @@ class RegistryClient:
             what=f"blob {digest} of {self.registry}/{repo}",
             registry=self.registry,
             expected_size=expected_size,
+            stall_timeout=self._timeout.read_timeout,
         )
         if (
             expected_size is not None
@@ -494,6 +506,13 @@ class RegistryClient:
             except (Urllib3Error, OSError) as exc:
                 host = urllib.parse.urlsplit(url).netloc
                 where = self.registry if host == self.endpoint else f"{host} (for {self.registry})"
+                reason = exc.reason if isinstance(exc, MaxRetryError) else exc
+                if isinstance(reason, ReadTimeoutError):
+                    raise DeadlineExceeded(
+                        f"registry {where} did not answer {method} "
+                        f"{urllib.parse.urlsplit(url).path} within "
+                        f"{self._timeout.read_timeout:g}s"
+                    ) from exc
                 raise Unavailable(f"cannot reach registry {where}: {_describe_exc(exc)}") from exc
             location = resp.headers.get("Location")
             if resp.status in _REDIRECT_STATUSES and location:

@@ -307,4 +307,8 @@ class ExtensionSpecs:
 
     @hookspec
     def pycrio_sandbox_event(self, event: str, sandbox: Any) -> None:
-        """A pod changed state: ``event`` is created, started, stopped or deleted."""
+        """A pod changed state: ``event`` is created, stopping, stopped, removing or deleted.
+
+        ``stopping`` and ``removing`` come before the pod's resources are
+        released, so that its containers can be stopped or removed first.
+        """

@@ -1,0 +1,539 @@
+"""Pod sandbox calls: Run, Stop, Remove, Status, List, Stats, UpdateResources.
+
+RunPodSandbox records its progress before each step (namespaces, files,
+cgroup, network, host ports) and undoes the steps done when one fails; a
+daemon killed half-way finds the record in the ``creating`` state at the
+next start and undoes it then. Stop tears the network down exactly once and
+releases what only a running pod needs; Remove releases the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from cri_api.v1 import api_pb2
+
+from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from pycrio.kernel.context import CallContext
+from pycrio.kernel.hookspecs import hookimpl
+from pycrio.kernel.interfaces import PodNetwork, PortMapping
+from pycrio.kernel.kernel import Kernel, call_each
+from pycrio.reservations import Reservations
+from pycrio.sandbox import files, namespaces, validate
+from pycrio.sandbox.record import CREATING, NOTREADY, READY, SandboxRecord, SandboxStore
+
+log = logging.getLogger("pycrio.sandbox")
+
+MODES = {api_pb2.POD: "pod", api_pb2.CONTAINER: "container", api_pb2.NODE: "node"}
+STATES = {READY: api_pb2.SANDBOX_READY, NOTREADY: api_pb2.SANDBOX_NOTREADY}
+
+
+def reservation_name(md: api_pb2.PodSandboxMetadata) -> str:
+    return f"k8s_POD_{md.name}_{md.namespace}_{md.uid}_{md.attempt}"
+
+
+def pod_resources(linux: api_pb2.LinuxPodSandboxConfig) -> dict[str, Any]:
+    """The pod's limits plus its overhead as an OCI linux.resources object."""
+    res, over = linux.resources, linux.overhead
+    cpu: dict[str, Any] = {}
+    if res.cpu_shares or over.cpu_shares:
+        cpu["shares"] = res.cpu_shares + over.cpu_shares
+    if res.cpu_quota > 0:
+        cpu["quota"] = res.cpu_quota + max(over.cpu_quota, 0)
+    if res.cpu_period:
+        cpu["period"] = res.cpu_period
+    if res.cpuset_cpus:
+        cpu["cpus"] = res.cpuset_cpus
+    if res.cpuset_mems:
+        cpu["mems"] = res.cpuset_mems
+    out: dict[str, Any] = {}
+    if cpu:
+        out["cpu"] = cpu
+    if res.memory_limit_in_bytes > 0:
+        out["memory"] = {"limit": res.memory_limit_in_bytes + max(over.memory_limit_in_bytes, 0)}
+    if res.hugepage_limits:
+        out["hugepageLimits"] = [
+            {"pageSize": h.page_size, "limit": h.limit} for h in res.hugepage_limits
+        ]
+    if res.unified:
+        out["unified"] = dict(res.unified)
+    return out
+
+
+class SandboxService:
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.names: Reservations[str] = Reservations("pod sandbox")
+        self.store: SandboxStore | None = None
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        config = kernel.config
+        self.run_root = os.path.join(config.runroot, "pods")
+        self.ns_dir = config.get("runtime.namespaces_dir") or os.path.join(config.runroot, "ns")
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @hookimpl
+    def pycrio_startup(self, kernel: Kernel) -> None:
+        self.store = SandboxStore(os.path.join(kernel.config.root, "sandboxes"))
+        for record in self.store.all():
+            if record.state == CREATING:
+                log.warning("pod %s was being created when pycrio stopped; undoing it", record.id)
+                self._undo(record)
+                continue
+            self.names.restore(record.reservation, record.id, record.id)
+            if record.state == READY and record.namespaces and not self._pinned(record):
+                # the node rebooted (runroot is gone): the pod cannot be ready
+                record.state = NOTREADY
+                self.store.save(record)
+
+    def _pinned(self, record: SandboxRecord) -> bool:
+        return all(os.path.exists(p) for p in record.namespaces.values())
+
+    def _lock(self, sandbox_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(sandbox_id, threading.Lock())
+
+    def _store(self) -> SandboxStore:
+        if self.store is None:
+            raise FailedPrecondition("the sandbox store is not open yet")
+        return self.store
+
+    def lookup(self, id_or_prefix: str) -> SandboxRecord:
+        if not id_or_prefix:
+            raise InvalidArgument("pod sandbox id is empty")
+        found = self._store().find(id_or_prefix)
+        if not found:
+            raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
+        if len(found) > 1:
+            raise InvalidArgument(
+                f"pod sandbox id prefix {id_or_prefix!r} is ambiguous: {len(found)} pods match"
+            )
+        return found[0]
+
+    # --- RunPodSandbox ---------------------------------------------------------
+
+    @hookimpl
+    def cri_run_pod_sandbox(
+        self, request: api_pb2.RunPodSandboxRequest, ctx: CallContext
+    ) -> api_pb2.RunPodSandboxResponse:
+        record = self._validate(request)
+        sandbox_id = self.names.create(
+            record.reservation,
+            record.id,
+            lambda: self._create(record, request.config),
+            timeout=ctx.time_remaining(),
+        )
+        return api_pb2.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
+
+    def _validate(self, request: api_pb2.RunPodSandboxRequest) -> SandboxRecord:
+        config = request.config
+        validate.metadata(config)
+        handler = request.runtime_handler or self.kernel.config.get("runtime.default_runtime")
+        if handler not in self.kernel.config.runtimes:
+            raise InvalidArgument(
+                f"runtime handler {handler!r} is not configured; configured handlers: "
+                + ", ".join(sorted(self.kernel.config.runtimes))
+            )
+        linux = config.linux
+        opts = linux.security_context.namespace_options
+        if opts.HasField("userns_options") and opts.userns_options.mode == api_pb2.POD:
+            raise InvalidArgument("user namespaces for pods are not supported by pycrio yet")
+        if opts.pid == api_pb2.TARGET:
+            raise InvalidArgument("a pod cannot target another container's PID namespace")
+        network_mode = "node" if opts.network == api_pb2.NODE else "pod"
+        ipc_mode = "node" if opts.ipc == api_pb2.NODE else "pod"
+        validate.hostname(config.hostname)
+        validate.sysctls(dict(linux.sysctls), network_mode == "node", ipc_mode == "node")
+        validate.dns(config.dns_config)
+        mappings = validate.port_mappings(list(config.port_mappings))
+        validate.log_directory(config.log_directory)
+        validate.cgroup_parent(linux.cgroup_parent)
+        if network_mode == "pod":
+            self._check_network_ready()
+        md = config.metadata
+        return SandboxRecord(
+            id=secrets.token_hex(32),
+            name=md.name,
+            namespace=md.namespace,
+            uid=md.uid,
+            attempt=md.attempt,
+            reservation=reservation_name(md),
+            runtime_handler=handler,
+            created_at=time.time_ns(),
+            labels=dict(config.labels),
+            annotations=dict(config.annotations),
+            hostname=config.hostname,
+            log_directory=config.log_directory,
+            cgroup_parent=linux.cgroup_parent,
+            network_mode=network_mode,
+            ipc_mode=ipc_mode,
+            pid_mode=MODES.get(opts.pid, "container"),
+            port_mappings=mappings,
+            dns={
+                "servers": list(config.dns_config.servers),
+                "searches": list(config.dns_config.searches),
+                "options": list(config.dns_config.options),
+            },
+        )
+
+    def _create(self, record: SandboxRecord, config: api_pb2.PodSandboxConfig) -> str:
+        store = self._store()
+        record.run_dir = os.path.join(self.run_root, record.id)
+        store.save(record)
+        try:
+            self._build(record, config)
+        except BaseException as e:
+            log.warning("RunPodSandbox %s failed, undoing: %s", record.reservation, e)
+            self._undo(record)
+            raise
+        record.state = READY
+        store.save(record)
+        call_each(self.kernel, "pycrio_sandbox_event", event="created", sandbox=record)
+        log.info("pod %s/%s is ready as %s", record.namespace, record.name, record.id)
+        return record.id
+
+    def _build(self, record: SandboxRecord, config: api_pb2.PodSandboxConfig) -> None:
+        store = self._store()
+        os.makedirs(record.run_dir, mode=0o755, exist_ok=True)
+        sysctls = dict(config.linux.sysctls)
+        kinds = ["uts"] if not record.host_network else []
+        if not record.host_network:
+            kinds.insert(0, "net")
+        if record.ipc_mode == "pod":
+            kinds.append("ipc")
+        if kinds:
+            record.namespaces = namespaces.pin(
+                self.ns_dir, record.id, kinds, record.hostname, sysctls
+            )
+            store.save(record)
+        if record.pid_mode == "pod":
+            path, pid = namespaces.start_pid_holder(self.ns_dir, record.id)
+            record.namespaces["pid"] = path
+            record.pid_holder = pid
+            store.save(record)
+        files.write_hostname(record.run_dir, record.hostname)
+        files.write_resolv_conf(record.run_dir, config.dns_config)
+        if record.ipc_mode == "pod":
+            size = files.parse_size(self.kernel.config.get("runtime.shm_size"))
+            record.shm_path = files.mount_shm(record.run_dir, size)
+            store.save(record)
+        if record.log_directory:
+            os.makedirs(record.log_directory, mode=0o755, exist_ok=True)
+        cgroup = self.kernel.cgroup_driver
+        if cgroup is not None:
+            record.cgroup_path = cgroup.pod_cgroup(
+                record.cgroup_parent, record.id, pod_resources(config.linux)
+            )
+            store.save(record)
+        if not record.host_network:
+            self._network_up(record)
+        files.write_hosts(record.run_dir, record.hostname, record.ips)
+
+    def _pod_network(self, record: SandboxRecord) -> PodNetwork:
+        return PodNetwork(
+            pod_id=record.id,
+            name=record.name,
+            namespace=record.namespace,
+            uid=record.uid,
+            netns_path=record.netns_path(),
+            port_mappings=[PortMapping(**m) for m in record.port_mappings],
+            annotations=record.annotations,
+            dns=record.dns,
+            cgroup_path=record.cgroup_path,
+        )
+
+    def _check_network_ready(self) -> None:
+        driver = self.kernel.network_driver
+        if driver is None:
+            raise FailedPrecondition(
+                f"network driver {self.kernel.config.get('network.driver')!r} is not installed;"
+                " pods without hostNetwork cannot start"
+            )
+        ready, reason, message = driver.ready()
+        if not ready:
+            raise Unavailable(f"the pod network is not ready: {reason}: {message}")
+
+    def _network_up(self, record: SandboxRecord) -> None:
+        driver = self.kernel.network_driver
+        assert driver is not None  # checked by _validate
+        record.network_up = True  # from here on teardown is needed even if setup fails
+        self._store().save(record)
+        status = driver.setup(self._pod_network(record))
+        record.ips = list(status.ips)
+        self._store().save(record)
+        mappings = [m for m in record.port_mappings if m["host_port"]]
+        if mappings and not driver.handles_port_mappings():
+            hostport = self.kernel.hostport_driver
+            if hostport is None:
+                raise FailedPrecondition(
+                    "the pod maps host ports but the network does not, and no hostport"
+                    " manager is installed ([network] hostport_manager)"
+                )
+            if not record.ips:
+                raise FailedPrecondition("the pod maps host ports but got no IP address")
+            record.hostports_up = True
+            self._store().save(record)
+            hostport.add(record.id, record.ips[0], [PortMapping(**m) for m in mappings])
+
+    # --- undo, stop, remove ----------------------------------------------------
+
+    def _release_running(self, record: SandboxRecord) -> list[str]:
+        """Undo what only a running pod holds; return the errors met (each step runs)."""
+        errors = []
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if record.hostports_up:
+            steps.append(("host ports", lambda: self._hostports_down(record)))
+        if record.network_up:
+            steps.append(("network", lambda: self._network_down(record)))
+        if record.shm_path:
+            steps.append(("shm", lambda: self._shm_down(record)))
+        if record.namespaces:
+            steps.append(("namespaces", lambda: self._namespaces_down(record)))
+        for what, step in steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - every step must get its chance
+                log.error("pod %s: releasing %s failed: %s", record.id, what, e)
+                errors.append(f"{what}: {e}")
+        return errors
+
+    def _hostports_down(self, record: SandboxRecord) -> None:
+        driver = self.kernel.hostport_driver
+        if driver is None:
+            raise FailedPrecondition("no hostport manager is installed to remove host ports")
+        driver.remove(record.id)
+        record.hostports_up = False
+        self._store().save(record)
+
+    def _network_down(self, record: SandboxRecord) -> None:
+        driver = self.kernel.network_driver
+        if driver is None:
+            raise FailedPrecondition("no network driver is installed to tear the network down")
+        driver.teardown(self._pod_network(record))
+        record.network_up = False
+        self._store().save(record)
+
+    def _shm_down(self, record: SandboxRecord) -> None:
+        files.unmount(record.shm_path)
+        record.shm_path = ""
+        self._store().save(record)
+
+    def _namespaces_down(self, record: SandboxRecord) -> None:
+        pid_ns = record.namespaces.pop("pid", "")
+        if pid_ns:
+            namespaces.stop_pid_holder(pid_ns, record.pid_holder)
+            record.pid_holder = 0
+        namespaces.unpin(record.namespaces)
+        record.namespaces = {}
+        self._store().save(record)
+
+    def _remove_rest(self, record: SandboxRecord) -> list[str]:
+        errors = []
+        cgroup = self.kernel.cgroup_driver
+        if record.cgroup_path and cgroup is not None:
+            try:
+                cgroup.remove(record.cgroup_path)
+                record.cgroup_path = ""
+            except CRIError as e:
+                errors.append(f"cgroup: {e.message}")
+        if record.run_dir:
+            shutil.rmtree(record.run_dir, ignore_errors=True)
+        return errors
+
+    def _undo(self, record: SandboxRecord) -> None:
+        errors = self._release_running(record) + self._remove_rest(record)
+        if errors:
+            record.state = NOTREADY  # keep it listed so Remove can finish the job
+            self._store().save(record)
+            self.names.restore(record.reservation, record.id, record.id)
+            log.error("pod %s could not be fully undone: %s", record.id, "; ".join(errors))
+            return
+        self._store().delete(record.id)
+
+    @hookimpl
+    def cri_stop_pod_sandbox(
+        self, request: api_pb2.StopPodSandboxRequest, ctx: CallContext
+    ) -> api_pb2.StopPodSandboxResponse:
+        try:
+            record = self.lookup(request.pod_sandbox_id)
+        except NotFound:
+            log.info("StopPodSandbox: pod %s is already gone", request.pod_sandbox_id)
+            return api_pb2.StopPodSandboxResponse()
+        with self._lock(record.id):
+            call_each(self.kernel, "pycrio_sandbox_event", event="stopping", sandbox=record)
+            errors = self._release_running(record)
+            if errors:
+                raise Unavailable(f"stopping pod {record.id} failed: " + "; ".join(errors))
+            if record.state != NOTREADY:
+                record.state = NOTREADY
+                self._store().save(record)
+                call_each(self.kernel, "pycrio_sandbox_event", event="stopped", sandbox=record)
+        return api_pb2.StopPodSandboxResponse()
+
+    @hookimpl
+    def cri_remove_pod_sandbox(
+        self, request: api_pb2.RemovePodSandboxRequest, ctx: CallContext
+    ) -> api_pb2.RemovePodSandboxResponse:
+        try:
+            record = self.lookup(request.pod_sandbox_id)
+        except NotFound:
+            return api_pb2.RemovePodSandboxResponse()
+        with self._lock(record.id):
+            call_each(self.kernel, "pycrio_sandbox_event", event="removing", sandbox=record)
+            errors = self._release_running(record) + self._remove_rest(record)
+            if errors:
+                self._store().save(record)
+                raise Unavailable(f"removing pod {record.id} failed: " + "; ".join(errors))
+            self._store().delete(record.id)
+            self.names.release(record.reservation, record.id)
+            call_each(self.kernel, "pycrio_sandbox_event", event="deleted", sandbox=record)
+        with self._locks_guard:
+            self._locks.pop(record.id, None)
+        return api_pb2.RemovePodSandboxResponse()
+
+    # --- Status and List -------------------------------------------------------
+
+    def _metadata(self, r: SandboxRecord) -> api_pb2.PodSandboxMetadata:
+        return api_pb2.PodSandboxMetadata(
+            name=r.name, namespace=r.namespace, uid=r.uid, attempt=r.attempt
+        )
+
+    def _visible(self) -> list[SandboxRecord]:
+        return [r for r in self._store().all() if r.state != CREATING]
+
+    @hookimpl
+    def cri_pod_sandbox_status(
+        self, request: api_pb2.PodSandboxStatusRequest, ctx: CallContext
+    ) -> api_pb2.PodSandboxStatusResponse:
+        r = self.lookup(request.pod_sandbox_id)
+        if r.state == CREATING:
+            raise NotFound(f"pod sandbox {request.pod_sandbox_id!r} is still being created")
+        modes = {"pod": api_pb2.POD, "node": api_pb2.NODE, "container": api_pb2.CONTAINER}
+        status = api_pb2.PodSandboxStatus(
+            id=r.id,
+            metadata=self._metadata(r),
+            state=STATES[r.state],
+            created_at=r.created_at,
+            labels=r.labels,
+            annotations=r.annotations,
+            runtime_handler=r.runtime_handler,
+            linux=api_pb2.LinuxPodSandboxStatus(
+                namespaces=api_pb2.Namespace(
+                    options=api_pb2.NamespaceOption(
+                        network=modes[r.network_mode],
+                        ipc=modes[r.ipc_mode],
+                        pid=modes[r.pid_mode],
+                    )
+                )
+            ),
+        )
+        if r.ips and not r.host_network:
+            status.network.ip = r.ips[0]
+            status.network.additional_ips.extend(api_pb2.PodIP(ip=ip) for ip in r.ips[1:])
+        response = api_pb2.PodSandboxStatusResponse(status=status)
+        if request.verbose:
+            response.info["info"] = json.dumps(asdict(r), sort_keys=True)
+        return response
+
+    @hookimpl
+    def cri_list_pod_sandbox(
+        self, request: api_pb2.ListPodSandboxRequest, ctx: CallContext
+    ) -> api_pb2.ListPodSandboxResponse:
+        f = request.filter if request.HasField("filter") else None
+        items = []
+        for r in self._visible():
+            if f is not None:
+                if f.id and not r.id.startswith(f.id):
+                    continue
+                if f.HasField("state") and STATES[r.state] != f.state.state:
+                    continue
+                if any(r.labels.get(k) != v for k, v in f.label_selector.items()):
+                    continue
+            items.append(
+                api_pb2.PodSandbox(
+                    id=r.id,
+                    metadata=self._metadata(r),
+                    state=STATES[r.state],
+                    created_at=r.created_at,
+                    labels=r.labels,
+                    annotations=r.annotations,
+                    runtime_handler=r.runtime_handler,
+                )
+            )
+        return api_pb2.ListPodSandboxResponse(items=items)
+
+    # --- stats and resources ---------------------------------------------------
+
+    def _stats(self, r: SandboxRecord) -> api_pb2.PodSandboxStats:
+        stats = api_pb2.PodSandboxStats(
+            attributes=api_pb2.PodSandboxAttributes(
+                id=r.id, metadata=self._metadata(r), labels=r.labels, annotations=r.annotations
+            )
+        )
+        driver = self.kernel.cgroup_driver
+        if driver is None or not r.cgroup_path:
+            return stats
+        usage = driver.stats(r.cgroup_path)
+        now = time.time_ns()
+        linux = stats.linux
+        linux.cpu.timestamp = now
+        linux.cpu.usage_core_nano_seconds.value = usage.cpu_usage_ns
+        linux.memory.timestamp = now
+        linux.memory.working_set_bytes.value = usage.memory_working_set_bytes
+        linux.memory.usage_bytes.value = usage.memory_usage_bytes
+        linux.memory.rss_bytes.value = usage.memory_rss_bytes
+        linux.memory.page_faults.value = usage.memory_page_faults
+        linux.memory.major_page_faults.value = usage.memory_major_page_faults
+        linux.memory.available_bytes.value = usage.memory_available_bytes
+        linux.process.timestamp = now
+        linux.process.process_count.value = usage.pids
+        return stats
+
+    @hookimpl
+    def cri_pod_sandbox_stats(
+        self, request: api_pb2.PodSandboxStatsRequest, ctx: CallContext
+    ) -> api_pb2.PodSandboxStatsResponse:
+        r = self.lookup(request.pod_sandbox_id)
+        return api_pb2.PodSandboxStatsResponse(stats=self._stats(r))
+
+    @hookimpl
+    def cri_list_pod_sandbox_stats(
+        self, request: api_pb2.ListPodSandboxStatsRequest, ctx: CallContext
+    ) -> api_pb2.ListPodSandboxStatsResponse:
+        f = request.filter if request.HasField("filter") else None
+        stats = []
+        for r in self._visible():
+            if f is not None:
+                if f.id and not r.id.startswith(f.id):
+                    continue
+                if any(r.labels.get(k) != v for k, v in f.label_selector.items()):
+                    continue
+            try:
+                stats.append(self._stats(r))
+            except NotFound:
+                continue  # removed meanwhile
+        return api_pb2.ListPodSandboxStatsResponse(stats=stats)
+
+    @hookimpl
+    def cri_update_pod_sandbox_resources(
+        self, request: api_pb2.UpdatePodSandboxResourcesRequest, ctx: CallContext
+    ) -> api_pb2.UpdatePodSandboxResourcesResponse:
+        r = self.lookup(request.pod_sandbox_id)
+        driver = self.kernel.cgroup_driver
+        if driver is None or not r.cgroup_path:
+            raise FailedPrecondition(f"pod {r.id} has no cgroup to update")
+        linux = api_pb2.LinuxPodSandboxConfig(
+            resources=request.resources, overhead=request.overhead
+        )
+        driver.update(r.cgroup_path, pod_resources(linux))
+        return api_pb2.UpdatePodSandboxResourcesResponse()

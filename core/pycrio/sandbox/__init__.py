@@ -1,0 +1,1 @@
+"""Pod sandboxes: records, namespaces, pod files and the validation of their requests."""

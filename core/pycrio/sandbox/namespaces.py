@@ -1,0 +1,151 @@
+"""Pod namespaces pinned as bind-mounted files, so no infra process is needed.
+
+This is what CRI-O's pinns does for ``drop_infra_ctr = true``: ``unshare``
+creates the namespaces and bind-mounts them onto files under the run dir,
+where runc joins them by path and CNI configures the network namespace. A
+shared PID namespace is the exception: it dies with its first process, so a
+small holder process (``sleep infinity`` as PID 1, under ``unshare``) keeps
+it alive until the pod stops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from pycrio import reaper
+from pycrio.errors import Internal
+
+log = logging.getLogger("pycrio.sandbox")
+
+MNT_DETACH = 2
+PIN_TIMEOUT = 30
+KINDS = ("net", "ipc", "uts", "pid")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def ensure_private_dir(path: str) -> None:
+    """Make ``path`` a private mount so pins do not propagate to other mounts."""
+    os.makedirs(path, mode=0o711, exist_ok=True)
+    if is_mountpoint(path):  # os.path.ismount misses a bind mount of a dir onto itself
+        return
+    for argv in (["mount", "--bind", path, path], ["mount", "--make-private", path]):
+        result = reaper.run(argv, timeout=PIN_TIMEOUT, capture_output=True)
+        if result.returncode != 0:
+            raise Internal(f"{' '.join(argv)}: {result.stderr.decode(errors='replace').strip()}")
+
+
+def pin(
+    ns_dir: str,
+    pod_id: str,
+    kinds: list[str],
+    hostname: str,
+    sysctls: dict[str, str],
+) -> dict[str, str]:
+    """Create the pod's namespaces of ``kinds`` (net, ipc, uts) and pin them.
+
+    Returns kind -> pinned file. The hostname and sysctls are set inside the
+    new namespaces by pycrio.sandbox.nsinit before ``unshare`` returns.
+    """
+    ensure_private_dir(ns_dir)
+    files = {}
+    for kind in kinds:
+        os.makedirs(os.path.join(ns_dir, kind), mode=0o711, exist_ok=True)
+        path = os.path.join(ns_dir, kind, pod_id)
+        with open(path, "w"):
+            pass
+        files[kind] = path
+    argv = ["unshare", *(f"--{k}={p}" for k, p in files.items())]
+    argv += ["--", sys.executable, "-m", "pycrio.sandbox.nsinit"]
+    if hostname and "uts" in files:
+        argv += ["--hostname", hostname]
+    for key, value in sysctls.items():
+        argv += ["--sysctl", f"{key}={value}"]
+    try:
+        result = reaper.run(argv, timeout=PIN_TIMEOUT, capture_output=True)
+    except subprocess.TimeoutExpired as e:
+        unpin(files)
+        raise Internal(f"creating namespaces for pod {pod_id} timed out") from e
+    if result.returncode != 0:
+        unpin(files)
+        raise Internal(
+            f"creating namespaces for pod {pod_id} failed: "
+            + result.stderr.decode(errors="replace").strip()
+        )
+    return files
+
+
+def start_pid_holder(ns_dir: str, pod_id: str) -> tuple[str, int]:
+    """A shared PID namespace and the process that keeps it alive: (file, pid)."""
+    ensure_private_dir(ns_dir)
+    os.makedirs(os.path.join(ns_dir, "pid"), mode=0o711, exist_ok=True)
+    path = os.path.join(ns_dir, "pid", pod_id)
+    with open(path, "w"):
+        pass
+    proc = subprocess.Popen(  # noqa: S603 - argv list; outlives this call on purpose
+        ["unshare", "--fork", "--kill-child", f"--pid={path}", "--", "sleep", "infinity"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    # Nobody waits for it: when it ends, the daemon's reaper collects it.
+    for _ in range(100):
+        if is_mountpoint(path):
+            return path, proc.pid
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    stop_pid_holder(path, proc.pid)
+    raise Internal(f"the shared PID namespace of pod {pod_id} could not be created")
+
+
+def is_mountpoint(path: str) -> bool:
+    """Whether ``path`` is a mount point, according to the kernel's mount table."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mount_point = line.split()[4]
+            if "\\" in mount_point:  # octal escapes for spaces and the like
+                mount_point = mount_point.encode().decode("unicode_escape")
+            if mount_point == target:
+                return True
+    return False
+
+
+def stop_pid_holder(path: str, pid: int) -> None:
+    if pid and _holder_matches(pid, path):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    unpin({"pid": path})
+
+
+def _holder_matches(pid: int, path: str) -> bool:
+    """Guard against a recycled pid: the holder's command line names its pin."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return path.encode() in f.read()
+    except OSError:
+        return False
+
+
+def unpin(files: dict[str, str]) -> None:
+    """Unmount and remove pinned namespace files; missing ones are fine."""
+    for path in files.values():
+        if _libc.umount2(path.encode(), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err not in (errno.EINVAL, errno.ENOENT):
+                log.warning("unmounting %s: %s", path, os.strerror(err))
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
