@@ -77,7 +77,18 @@ def start_daemon(tmp_path: Path) -> Iterator:
 
     yield start
     for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            _remove_all_pods(d)
         d.stop()
+
+
+def _remove_all_pods(d: DaemonProcess) -> None:
+    """Leave no pod behind: its mounts and namespaces would outlive the test."""
+    from cri_api.v1 import api_pb2
+
+    rt = d.runtime()
+    for pod in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=30).items:
+        rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
 
 
 def _require_tools() -> None:

@@ -96,6 +96,12 @@ class SandboxService:
                 record.state = NOTREADY
                 self.store.save(record)
 
+    @hookimpl
+    def pycrio_shutdown(self, kernel: Kernel) -> None:
+        """Unmount the namespaces dir when no pod pins anything in it any more."""
+        if self.store is not None and not any(r.namespaces for r in self.store.all()):
+            namespaces.release_private_dir(self.ns_dir)
+
     def _pinned(self, record: SandboxRecord) -> bool:
         return all(os.path.exists(p) for p in record.namespaces.values())
 

@@ -252,22 +252,30 @@ class Puller:
         diff_ids: list[str],
         chains: list[str],
     ) -> None:
+        failed = threading.Event()
+
         def one(i: int) -> None:
+            if failed.is_set():
+                return  # the pull has failed already: start no other download
             chain = chains[i]
             if self.layers.has(chain):
                 return
-            self._blobs.do(
-                chain,
-                lambda: self.layers.create(
+            try:
+                self._blobs.do(
                     chain,
-                    chains[i - 1] if i else "",
-                    diff_ids[i],
-                    manifest.layers[i].digest,
-                    lambda diff_dir, mode: self._unpack(
-                        client, repo, manifest.layers[i], diff_ids[i], diff_dir, mode
+                    lambda: self.layers.create(
+                        chain,
+                        chains[i - 1] if i else "",
+                        diff_ids[i],
+                        manifest.layers[i].digest,
+                        lambda diff_dir, mode: self._unpack(
+                            client, repo, manifest.layers[i], diff_ids[i], diff_dir, mode
+                        ),
                     ),
-                ),
-            )
+                )
+            except BaseException:
+                failed.set()
+                raise
 
         indexes = range(len(chains))
         if self.layers.mode is WhiteoutMode.APPLY:
@@ -276,8 +284,9 @@ class Puller:
             return
         workers = min(self.settings.max_parallel_downloads, len(chains)) or 1
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
-            for future in [pool.submit(one, i) for i in indexes]:
-                future.result()
+            futures = [pool.submit(one, i) for i in indexes]
+        for future in futures:  # all have ended: report the first failed layer
+            future.result()
 
     def _unpack(
         self,

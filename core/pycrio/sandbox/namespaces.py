@@ -42,6 +42,12 @@ def ensure_private_dir(path: str) -> None:
             raise Internal(f"{' '.join(argv)}: {result.stderr.decode(errors='replace').strip()}")
 
 
+def release_private_dir(path: str) -> None:
+    """Undo ensure_private_dir once nothing is pinned below ``path``."""
+    if is_mountpoint(path) and _libc.umount2(path.encode(), MNT_DETACH) != 0:
+        log.warning("unmounting %s: %s", path, os.strerror(ctypes.get_errno()))
+
+
 def pin(
     ns_dir: str,
     pod_id: str,
