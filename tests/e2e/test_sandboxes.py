@@ -102,6 +102,14 @@ def test_pod_lifecycle_with_pinned_namespaces(daemon, tmp_path: Path) -> None:
     state_file = daemon.tmp / "root" / "drivers" / "testnet" / "pods.json"
     assert pod_id in json.loads(state_file.read_text())
 
+    # the pod cgroup, from the cgroupfs driver (installed with every plugin)
+    cgroup = Path("/sys/fs/cgroup/pids") / info["cgroup_path"].lstrip("/")
+    assert info["cgroup_path"].endswith(pod_id) and cgroup.is_dir()
+    stats = rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=pod_id)).stats
+    assert stats.attributes.id == pod_id
+    assert stats.linux.cpu.timestamp > 0 and stats.linux.memory.timestamp > 0
+    assert stats.linux.process.process_count.value == 0  # no container yet
+
     rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
     assert (
         rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id)).status.state
@@ -115,6 +123,7 @@ def test_pod_lifecycle_with_pinned_namespaces(daemon, tmp_path: Path) -> None:
     rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
     rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
     assert not run_dir.exists()
+    assert not cgroup.exists()
     with pytest.raises(grpc.RpcError) as err:
         rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
