@@ -15,7 +15,13 @@ PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGIN_PROJECTS))
 
 .PHONY: install run test lint format clean
 
-install: .stamps/deb $(VENV)/.installed
+install: .stamps/deb $(VENV)/.installed /etc/cni/net.d
+
+# As CRI-O's packages do: a default bridge network (10.88.0.0/16), only when
+# the node has no CNI configuration of its own.
+/etc/cni/net.d: contrib/cni/10-pycrio-bridge.conflist
+	mkdir -p $@
+	if [ -z "$$(ls -A $@)" ]; then install -m 0644 $< $@/; fi
 
 .stamps/deb: Makefile
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
