@@ -24,8 +24,9 @@ def conditions(resp: api_pb2.StatusResponse) -> dict[str, api_pb2.RuntimeConditi
     return {c.type: c for c in resp.status.conditions}
 
 
-def test_version_status_runtime_config_and_unimplemented(start_daemon) -> None:
-    d = start_daemon()
+def test_version_status_runtime_config_and_unimplemented(start_daemon, tmp_path: Path) -> None:
+    (tmp_path / "net.d").mkdir()
+    d = start_daemon(config=f"[network]\nnetwork_dir = '{tmp_path / 'net.d'}'\n")
     rt = d.runtime()
     v = rt.Version(api_pb2.VersionRequest(version="v1"))
     assert v.runtime_name == "pycrio"
@@ -39,8 +40,9 @@ def test_version_status_runtime_config_and_unimplemented(start_daemon) -> None:
     assert not conds["RuntimeReady"].status
     assert conds["RuntimeReady"].reason == "RuntimeDriverMissing"
     assert "runc" in conds["RuntimeReady"].message
-    assert not conds["NetworkReady"].status
-    assert conds["NetworkReady"].reason == "NetworkDriverMissing"
+    assert not conds["NetworkReady"].status  # the cni driver has no configuration
+    assert conds["NetworkReady"].reason == "NetworkPluginNotReady"
+    assert str(tmp_path / "net.d") in conds["NetworkReady"].message
     assert not st.info
 
     verbose = rt.Status(api_pb2.StatusRequest(verbose=True))
@@ -322,4 +324,5 @@ def test_plugins_command_lists_group_name_distribution_version_status(
     assert rows[("pycrio.plugins", "testgood")][2:] == ["pycrio-test-good", "1.2.3", "loaded"]
     assert rows[("pycrio.plugins", "testbad")][4].startswith("error: RuntimeError")
     assert rows[("pycrio.network", "testnet")][2:4] == ["pycrio-test-driver", "4.5.6"]
-    assert "network driver: cni (pycrio.network): not installed" in out.stdout
+    assert "runtime handler 'runc': runc (pycrio.runtime): not installed" in out.stdout
+    assert "network driver: cni (pycrio.network): loaded" in out.stdout
