@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import image_e2e
 import pytest
 import registry_env
@@ -15,3 +17,26 @@ def extra_images(
 ) -> image_e2e.ExtraImages:
     """Whiteout and user-name images, plus the layout and skopeo to push more."""
     return image_e2e.build_extra_images(tmp_path_factory.mktemp("extra-images"), registry)
+
+
+@pytest.fixture(scope="session")
+def mirror_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[registry_env.RegistryServer]:
+    """A second plain-HTTP registry holding only ``pycrio-test/busybox:latest``.
+
+    The same bytes as the standard busybox image, so it can serve as a mirror
+    of ``registry`` for that image (and lacks every other one).
+    """
+    if registry_env.missing_tools_reason():
+        pytest.skip(registry_env.missing_tools_reason() or "")
+    workdir = tmp_path_factory.mktemp("mirror-registry")
+    with registry_env.running_registry(workdir / "reg") as reg:
+        layout = registry_env.OCILayout(workdir / "layout")
+        base = registry_env.compress_layer(registry_env.busybox_rootfs_tar())
+        built = layout.build_image([base], tag="busybox")
+        registry_env.push(
+            registry_env.Skopeo(workdir / "skopeo"), layout, "busybox", reg,
+            "pycrio-test/busybox", "latest", built=built,
+        )  # fmt: skip
+        yield reg

@@ -9,10 +9,12 @@ test_image_failures.py.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import stat
+import tarfile
 from pathlib import Path
 
 import grpc
@@ -28,6 +30,7 @@ from image_e2e import (
     list_images,
     pull,
     pull_error,
+    push_layers,
     remove,
     status,
 )
@@ -97,10 +100,13 @@ def test_short_names_through_search_registries_and_aliases(
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("127.0.0.1:5000/UpperCase/repo:v1", "uppercase"),
-        ("127.0.0.1:5000/repo:bad tag!", "tag"),
-        ("127.0.0.1:5000/repo@sha256:1234", "digest"),
-        ("127.0.0.1:5000//double-slash", "127.0.0.1:5000//double-slash"),
+        ("127.0.0.1:5000/UpperCase/repo:v1", "repository name 'uppercase/repo' must be lowercase"),
+        ("127.0.0.1:5000/repo:bad tag", "may not contain whitespace"),
+        ("127.0.0.1:5000/repo:-tag", "a tag is 1-128 of"),
+        ("127.0.0.1:5000/repo@sha256:1234", "invalid digest 'sha256:1234'"),
+        ("127.0.0.1:5000//double-slash", "a repository path component is empty"),
+        ("http://127.0.0.1:5000/repo:v1", "remove the url scheme"),
+        ("a" * 64, "is an image id, not an image name"),
         ("", "empty"),
     ],
 )
@@ -118,7 +124,7 @@ def test_unknown_repository_or_tag_is_not_found_naming_the_registry(
 ) -> None:
     d = image_daemon(start_daemon, tmp_path, registries=insecure(registry.host))
     for name, code in (
-        (f"{registry.host}/pycrio-test/no-such-repo:v1", "NAME_UNKNOWN"),
+        (f"{registry.host}/pycrio-test/no-such-repo:v1", "MANIFEST_UNKNOWN"),
         (f"{registry.host}/pycrio-test/busybox:no-such-tag", "MANIFEST_UNKNOWN"),
         (f"{images.busybox.registry}/{images.busybox.repo}@sha256:{'0' * 64}", "MANIFEST_UNKNOWN"),
     ):
@@ -269,7 +275,7 @@ def test_pulling_a_moved_tag_retags(
     def layer(text: str) -> registry_env.Blob:
         return registry_env.compress_layer(registry_env.make_tar({"version": text.encode()}))
 
-    v1 = extra_images and push_pair(extra_images, registry, repo, layer("one\n"), ("a", "b"))
+    v1 = push_tags(extra_images, registry, repo, layer("one\n"), ("a", "b"))
     v1_id = pull(d, f"{registry.host}/{repo}:a")
     assert pull(d, f"{registry.host}/{repo}:b") == v1_id
     assert sorted(status(d, v1_id).image.repo_tags) == [
@@ -277,14 +283,14 @@ def test_pulling_a_moved_tag_retags(
         f"{registry.host}/{repo}:b",
     ]
     # Tag a moves to new content: the old image keeps its other tag.
-    v2 = push_pair(extra_images, registry, repo, layer("two\n"), ("a",))
+    v2 = push_tags(extra_images, registry, repo, layer("two\n"), ("a",))
     v2_id = pull(d, f"{registry.host}/{repo}:a")
     assert v2_id != v1_id
     assert list(status(d, v2_id).image.repo_tags) == [f"{registry.host}/{repo}:a"]
     assert list(status(d, v1_id).image.repo_tags) == [f"{registry.host}/{repo}:b"]
     assert status(d, f"{registry.host}/{repo}:a").image.id == v2_id
     # Tag b moves too: the old image is dangling, still listed by its digest.
-    push_pair(extra_images, registry, repo, layer("two\n"), ("b",))
+    push_tags(extra_images, registry, repo, layer("two\n"), ("b",))
     assert pull(d, f"{registry.host}/{repo}:b") == v2_id
     old = status(d, v1_id).image
     assert list(old.repo_tags) == []
@@ -297,7 +303,7 @@ def test_pulling_a_moved_tag_retags(
     assert v2[0].digest in " ".join(status(d, v2_id).image.repo_digests)
 
 
-def push_pair(
+def push_tags(
     extra: ExtraImages,
     registry: registry_env.RegistryServer,
     repo: str,
@@ -305,8 +311,6 @@ def push_pair(
     tags: tuple[str, ...],
 ) -> list[registry_env.PushedImage]:
     """Push one image (of ``layer``) under each of ``tags``."""
-    from image_e2e import push_layers
-
     return [push_layers(extra, registry, repo, tag, [layer]) for tag in tags]
 
 
@@ -459,3 +463,106 @@ def test_images_survive_a_restart(start_daemon, tmp_path: Path, registry, images
     # The restarted daemon can remove what the first one pulled.
     remove(d2, ml_id)
     assert [i.id for i in list_images(d2)] == [bb_id]
+
+
+def attribute_layer() -> registry_env.Blob:
+    """A layer exercising what must survive unpacking: owners, modes, links, nodes, xattrs."""
+
+    def entry(name: str, kind: bytes, mode: int, **attrs: object) -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(name)
+        ti.type, ti.mode, ti.mtime = kind, mode, 1_600_000_000
+        for key, value in attrs.items():
+            setattr(ti, key, value)
+        return ti
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(entry("app", tarfile.DIRTYPE, 0o750, uid=1000, gid=1000))
+        body = b"#!/bin/sh\necho tool\n"
+        tar.addfile(entry("app/tool", tarfile.REGTYPE, 0o4755, size=len(body)), io.BytesIO(body))
+        owned = entry(
+            "app/owned", tarfile.REGTYPE, 0o640, uid=1000, gid=1000, size=3,
+            pax_headers={"SCHILY.xattr.user.pycrio": "yes"},
+        )  # fmt: skip
+        tar.addfile(owned, io.BytesIO(b"hi\n"))
+        tar.addfile(entry("app/tool-link", tarfile.LNKTYPE, 0o755, linkname="app/tool"))
+        tar.addfile(entry("app/sl", tarfile.SYMTYPE, 0o777, linkname="../etc/passwd"))
+        tar.addfile(entry("app/pipe", tarfile.FIFOTYPE, 0o620))
+        tar.addfile(entry("dev", tarfile.DIRTYPE, 0o755))
+        tar.addfile(entry("dev/null", tarfile.CHRTYPE, 0o666, devmajor=1, devminor=3))
+        forged = entry(
+            "forged", tarfile.DIRTYPE, 0o755,
+            pax_headers={"SCHILY.xattr.trusted.overlay.opaque": "y"},
+        )  # fmt: skip
+        tar.addfile(forged)
+    return registry_env.compress_layer(buf.getvalue())
+
+
+def test_unpacking_keeps_owners_modes_links_nodes_and_xattrs(
+    start_daemon, tmp_path: Path, registry, extra_images: ExtraImages
+) -> None:
+    layer = attribute_layer()
+    img = push_layers(extra_images, registry, "pycrio-test/attributes", "v1", [layer])
+    d = image_daemon(start_daemon, tmp_path, registries=insecure(registry.host))
+    pull(d, img.name)
+    (chain,) = image_chains(img.built)
+    diff = Storage(tmp_path).diff(chain)
+
+    app = os.lstat(diff / "app")
+    assert (app.st_uid, app.st_gid, stat.S_IMODE(app.st_mode)) == (1000, 1000, 0o750)
+    tool = os.lstat(diff / "app/tool")
+    assert stat.S_IMODE(tool.st_mode) == 0o4755 and tool.st_uid == 0  # setuid survives
+    assert tool.st_mtime == 1_600_000_000
+    link = os.lstat(diff / "app/tool-link")
+    assert (link.st_ino, link.st_nlink) == (tool.st_ino, 2)
+    owned = os.lstat(diff / "app/owned")
+    assert (owned.st_uid, owned.st_gid, stat.S_IMODE(owned.st_mode)) == (1000, 1000, 0o640)
+    assert os.getxattr(diff / "app/owned", "user.pycrio") == b"yes"
+    assert os.readlink(diff / "app/sl") == "../etc/passwd"
+    assert stat.S_ISFIFO(os.lstat(diff / "app/pipe").st_mode)
+    null = os.lstat(diff / "dev/null")
+    assert stat.S_ISCHR(null.st_mode)
+    assert (os.major(null.st_rdev), os.minor(null.st_rdev)) == (1, 3)
+    # A layer cannot forge overlayfs metadata.
+    assert "trusted.overlay.opaque" not in os.listxattr(diff / "forged")
+
+
+def test_docker_io_names_normalize_and_follow_registries_conf(
+    start_daemon, tmp_path: Path, registry, extra_images: ExtraImages
+) -> None:
+    # docker.io cannot be reached from here: registries.conf sends it to the test registry.
+    push_layers(extra_images, registry, "library/busybox", "latest", [extra_images.base])
+    conf = (
+        'unqualified-search-registries = ["docker.io"]\n'
+        f'[[registry]]\nprefix = "docker.io"\nlocation = "{registry.host}"\ninsecure = true\n'
+    )
+    d = image_daemon(start_daemon, tmp_path, registries=conf)
+    image_id = pull(d, "busybox")
+    for name in ("busybox", "busybox:latest", "library/busybox", "docker.io/library/busybox"):
+        assert status(d, name).image.id == image_id, name
+    assert list(status(d, image_id).image.repo_tags) == ["docker.io/library/busybox:latest"]
+    assert status(d, image_id).image.repo_digests[0].startswith("docker.io/library/busybox@")
+    assert pull(d, "index.docker.io/library/busybox:latest") == image_id
+    assert pull(d, "docker.io/busybox") == image_id
+
+
+def test_short_name_without_search_registries_is_invalid_argument(
+    start_daemon, tmp_path: Path
+) -> None:
+    d = image_daemon(start_daemon, tmp_path)
+    err = pull_error(d, "busybox")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no unqualified-search-registries" in err.details()
+    assert str(tmp_path / "registries.conf") in err.details()
+
+
+def test_remove_image_by_short_name_untags_only_that_name(
+    start_daemon, tmp_path: Path, registry, images: Images
+) -> None:
+    conf = f'unqualified-search-registries = ["{registry.host}"]\n' + insecure(registry.host)
+    d = image_daemon(start_daemon, tmp_path, registries=conf)
+    bb_id = pull(d, "pycrio-test/busybox")
+    assert pull(d, "pycrio-test/docker-busybox:latest") == bb_id
+    remove(d, "pycrio-test/busybox")  # the short name of one of its two tags
+    assert list(status(d, bb_id).image.repo_tags) == [images.docker.name]
+    assert not status(d, "pycrio-test/busybox").HasField("image")

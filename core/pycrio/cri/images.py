@@ -108,16 +108,24 @@ class ImageService:
 
     def resolve(self, name: str) -> ImageRecord | None:
         """Find an image by id, id prefix, name, digest or short name."""
+        return self._lookup(name)[0]
+
+    def _lookup(self, name: str) -> tuple[ImageRecord | None, str]:
+        """The image ``name`` means, and the repo tag it matched ("" for an id or digest).
+
+        A short name matches through the search registries, so the tag is
+        given back fully qualified, as it is stored.
+        """
         _, images, puller = self._ready()
         if not name:
             raise InvalidArgument("image is empty: give a name, a digest or an image id")
         image_id = parse_image_id(name)
         if image_id is not None:
-            return images.get(image_id)
+            return images.get(image_id), ""
         if len(name) >= MIN_ID_PREFIX and all(c in "0123456789abcdef" for c in name):
             matches = images.by_id_prefix(name)
             if len(matches) == 1:
-                return matches[0]
+                return matches[0], ""
         if is_short_name(name):
             refs = candidates(name, puller.settings.registries)
         else:
@@ -126,8 +134,8 @@ class ImageService:
             key = f"{ref.name}@{ref.digest}" if ref.digest else f"{ref.name}:{ref.tag}"
             record = images.by_name(key)
             if record is not None:
-                return record
-        return None
+                return record, key if key in record.repo_tags else ""
+        return None, ""
 
     def to_cri(self, record: ImageRecord) -> api_pb2.Image:
         uid, username = split_user(record.user)
@@ -204,16 +212,15 @@ class ImageService:
         _, images, _ = self._ready()
         name = request.image.image
         with self._lock:
-            record = self.resolve(name)
+            record, tag = self._lookup(name)
             if record is None:
                 return api_pb2.RemoveImageResponse()
-            if name in record.repo_tags or _normalized_tag(name) in record.repo_tags:
-                tag = name if name in record.repo_tags else _normalized_tag(name)
-                if len(record.repo_tags) > 1:
-                    record.repo_tags = [t for t in record.repo_tags if t != tag]
-                    images.update(record)
-                    log.info("untagged %s from %s", tag, record.id)
-                    return api_pb2.RemoveImageResponse()
+            if tag and len(record.repo_tags) > 1:
+                # One of several tags: only that name goes (as for a short name).
+                record.repo_tags = [t for t in record.repo_tags if t != tag]
+                images.update(record)
+                log.info("untagged %s from %s", tag, record.id)
+                return api_pb2.RemoveImageResponse()
             users = [
                 user
                 for found in self.kernel.hook.pycrio_image_in_use(image_id=record.id)
@@ -262,11 +269,3 @@ class ImageService:
         wanted_blobs |= {d.split("@", 1)[1] for r in records for d in r.repo_digests}
         for digest in images.blobs() - wanted_blobs:
             images.remove_blob(digest)
-
-
-def _normalized_tag(name: str) -> str:
-    try:
-        ref = parse(name)
-    except InvalidArgument:
-        return name
-    return f"{ref.name}:{ref.tag}" if ref.tag and not ref.digest else name
