@@ -78,6 +78,31 @@ class RuntimeState:
 
 
 @dataclass
+class CreateRequest:
+    """Everything a runtime driver needs to create one container.
+
+    ``bundle`` is a directory holding config.json (the OCI spec, with the
+    rootfs already mounted at ``root.path``). The container's process must be
+    supervised by a monitor that outlives the daemon and that writes the exit
+    code to ``<exit_dir>/<container_id>`` (conmon's exit-file format: the
+    decimal exit code, 128+signal for a signal) when the process ends, and its
+    stdout/stderr to ``log_path`` in the CRI log format.
+    """
+
+    container_id: str
+    bundle: str
+    log_path: str
+    exit_dir: str
+    #: directory of the monitor's own files (pid files, attach socket, oom file)
+    state_dir: str
+    tty: bool = False
+    stdin: bool = False
+    stdin_once: bool = False
+    log_size_max: int = -1  # bytes; -1 for no limit
+    cgroup_parent: str = ""  # where the monitor process itself is placed ("" = leave it)
+
+
+@dataclass
 class ExecResult:
     exit_code: int
     stdout: bytes = b""
@@ -88,13 +113,14 @@ class ExecResult:
 class RuntimeDriver(Driver):
     """Runs containers for one RuntimeClass handler.
 
-    ``create`` receives an OCI bundle (a directory with config.json; the rootfs
-    is already mounted) and must leave the container in the ``created`` state,
-    with its process supervised by a monitor that outlives the daemon.
+    ``create`` leaves the container in the ``created`` state with its monitor
+    running; ``start`` runs the user process. Every call has a timeout and
+    raises pycrio.errors errors: NotFound when the runtime does not know the
+    container, Internal (with the runtime's stderr) when the runtime fails.
     """
 
     @abc.abstractmethod
-    def create(self, container_id: str, bundle: str, *, log_path: str, tty: bool) -> int:
+    def create(self, request: CreateRequest) -> int:
         """Create the container; return the pid of its init process."""
 
     @abc.abstractmethod
@@ -105,14 +131,23 @@ class RuntimeDriver(Driver):
         """Current state; raises pycrio.errors.NotFound if the runtime does not know it."""
 
     @abc.abstractmethod
-    def kill(self, container_id: str, signal: int, *, all_processes: bool = False) -> None: ...
+    def kill(self, container_id: str, signal: int, *, all_processes: bool = False) -> None:
+        """Signal the container's init (or all its processes); a stopped one is not an error."""
 
     @abc.abstractmethod
     def delete(self, container_id: str, *, force: bool = False) -> None:
-        """Delete the container; deleting an unknown container is not an error."""
+        """Delete the container from the runtime; deleting an unknown one is not an error."""
 
     @abc.abstractmethod
-    def exec_sync(self, container_id: str, argv: list[str], timeout: float) -> ExecResult: ...
+    def exec_sync(
+        self, container_id: str, argv: list[str], timeout: float, *, max_output: int = 16 << 20
+    ) -> ExecResult:
+        """Run ``argv`` in the container and wait for it.
+
+        The process (and what it started) is killed when ``timeout`` (seconds,
+        0 for none) passes; then ``timed_out`` is True. Output beyond
+        ``max_output`` bytes per stream is dropped.
+        """
 
     @abc.abstractmethod
     def update(self, container_id: str, resources: dict[str, Any]) -> None:
