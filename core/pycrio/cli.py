@@ -11,6 +11,8 @@ import pycrio
 from pycrio.config import Config, ConfigError, load
 from pycrio.config.schema import LOG_LEVELS
 
+BUILTIN_COMMANDS = ("run", "config", "plugins", "version")
+
 
 def _add_config_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """Config flags, accepted before and after the command name."""
@@ -109,7 +111,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+COMMANDS_GROUP = "pycrio.commands"
+
+
+def plugin_command(argv: Sequence[str]) -> int | None:
+    """Run ``pycrio <name> ...`` from a plugin's ``pycrio.commands`` entry point.
+
+    Returns None when no plugin provides the command, so the built-in parser
+    reports it as unknown.
+    """
+    if not argv or argv[0].startswith("-"):
+        return None
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=COMMANDS_GROUP):
+        if ep.name == argv[0]:
+            return int(ep.load()(list(argv[1:])) or 0)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in BUILTIN_COMMANDS:
+        result = plugin_command(argv)
+        if result is not None:
+            return result
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     if command == "version":

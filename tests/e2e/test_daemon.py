@@ -326,3 +326,11 @@ def test_plugins_command_lists_group_name_distribution_version_status(
     assert rows[("pycrio.network", "testnet")][2:4] == ["pycrio-test-driver", "4.5.6"]
     assert "runtime handler 'runc': runc (pycrio.runtime): not installed" in out.stdout
     assert "network driver: cni (pycrio.network): loaded" in out.stdout
+
+
+def test_plugins_add_cli_commands(plugin_site: Path) -> None:
+    out = pycrio_cmd("testcmd", "a", "--b", env={"PYTHONPATH": str(plugin_site)})
+    assert out.returncode == 3
+    assert out.stdout.strip() == "testcmd got a --b"
+    unknown = pycrio_cmd("nosuchcmd")
+    assert unknown.returncode == 2 and "invalid choice: 'nosuchcmd'" in unknown.stderr
