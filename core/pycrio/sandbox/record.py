@@ -2,19 +2,15 @@
 
 A record is written before any host resource is created and updated as each
 is, so a daemon killed half-way through RunPodSandbox knows at the next start
-exactly what to undo. Records are JSON files written atomically, one per pod;
-List calls read the in-memory copy.
+exactly what to undo.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from pycrio.storage.atomic import write_atomic
+from pycrio.storage.record_store import RecordStore
 
 CREATING = "creating"  # RunPodSandbox in progress (or interrupted)
 READY = "ready"
@@ -61,44 +57,6 @@ class SandboxRecord:
         return self.namespaces.get("net", "")
 
 
-class SandboxStore:
+class SandboxStore(RecordStore[SandboxRecord]):
     def __init__(self, directory: str) -> None:
-        self.directory = directory
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        self._lock = threading.Lock()
-        self._records: dict[str, SandboxRecord] = {}
-        for name in os.listdir(directory):
-            if name.endswith(".json"):
-                with open(os.path.join(directory, name)) as f:
-                    record = SandboxRecord(**json.load(f))
-                self._records[record.id] = record
-
-    def save(self, record: SandboxRecord) -> None:
-        data = json.dumps(asdict(record), sort_keys=True).encode()
-        write_atomic(os.path.join(self.directory, f"{record.id}.json"), data, 0o600)
-        with self._lock:
-            self._records[record.id] = record
-
-    def delete(self, sandbox_id: str) -> None:
-        try:
-            os.unlink(os.path.join(self.directory, f"{sandbox_id}.json"))
-        except FileNotFoundError:
-            pass
-        with self._lock:
-            self._records.pop(sandbox_id, None)
-
-    def get(self, sandbox_id: str) -> SandboxRecord | None:
-        with self._lock:
-            return self._records.get(sandbox_id)
-
-    def all(self) -> list[SandboxRecord]:
-        with self._lock:
-            return list(self._records.values())
-
-    def find(self, id_or_prefix: str) -> list[SandboxRecord]:
-        """Records whose id is ``id_or_prefix`` or starts with it."""
-        with self._lock:
-            exact = self._records.get(id_or_prefix)
-            if exact is not None:
-                return [exact]
-            return [r for i, r in self._records.items() if i.startswith(id_or_prefix)]
+        super().__init__(directory, SandboxRecord)

@@ -1,0 +1,66 @@
+"""Records of pods and containers: one JSON file each, written atomically.
+
+Records are small and change one at a time, so a file per record written by
+rename is both crash-safe and simple; every read is served from memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict
+from typing import Any, Generic, Protocol, TypeVar
+
+from pycrio.storage.atomic import write_atomic
+
+
+class _Record(Protocol):
+    id: str
+
+
+R = TypeVar("R", bound=_Record)
+
+
+class RecordStore(Generic[R]):
+    def __init__(self, directory: str, record_type: type[R]) -> None:
+        self.directory = directory
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._lock = threading.Lock()
+        self._records: dict[str, R] = {}
+        for name in os.listdir(directory):
+            if name.endswith(".json"):
+                with open(os.path.join(directory, name)) as f:
+                    data: dict[str, Any] = json.load(f)
+                record = record_type(**data)
+                self._records[record.id] = record
+
+    def save(self, record: R) -> None:
+        data = json.dumps(asdict(record), sort_keys=True).encode()  # type: ignore[call-overload]
+        write_atomic(os.path.join(self.directory, f"{record.id}.json"), data, 0o600)
+        with self._lock:
+            self._records[record.id] = record
+
+    def delete(self, record_id: str) -> None:
+        try:
+            os.unlink(os.path.join(self.directory, f"{record_id}.json"))
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            self._records.pop(record_id, None)
+
+    def get(self, record_id: str) -> R | None:
+        with self._lock:
+            return self._records.get(record_id)
+
+    def all(self) -> list[R]:
+        with self._lock:
+            return list(self._records.values())
+
+    def find(self, id_or_prefix: str) -> list[R]:
+        """Records whose id is ``id_or_prefix`` or starts with it."""
+        with self._lock:
+            exact = self._records.get(id_or_prefix)
+            if exact is not None:
+                return [exact]
+            return [r for i, r in self._records.items() if i.startswith(id_or_prefix)]
