@@ -99,6 +99,13 @@ OPTIONS: tuple[Option, ...] = (
         choices=("overlay", "vfs"),
     ),
     Option(
+        "",
+        "log_dir",
+        STR,
+        "/var/log/pycrio/pods",
+        "Where container logs go when the kubelet gives a pod no log_directory.",
+    ),
+    Option(
         "api",
         "listen",
         STR,
@@ -164,6 +171,14 @@ OPTIONS: tuple[Option, ...] = (
         RUNTIMES,
         DEFAULT_HANDLERS,
         "One table per RuntimeClass handler, keyed by the handler name.",
+    ),
+    Option(
+        "runtime",
+        "log_size_max",
+        INT,
+        -1,
+        "Largest size in bytes a container log may reach before conmon truncates it;"
+        " -1 means no limit (the kubelet rotates logs itself).",
     ),
     Option(
         "runtime",

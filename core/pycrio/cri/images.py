@@ -16,6 +16,7 @@ from pycrio.config import Config
 from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument
 from pycrio.image.auth import credentials_from_cri
 from pycrio.image.image_store import ImageRecord, ImageStore
+from pycrio.image.manifest import ImageConfig, parse_image_config
 from pycrio.image.puller import Puller, PullSettings, candidates
 from pycrio.image.reference import is_short_name, parse, parse_image_id
 from pycrio.image.registries_conf import RegistriesConfig
@@ -136,6 +137,14 @@ class ImageService:
             if record is not None:
                 return record, key if key in record.repo_tags else ""
         return None, ""
+
+    def image_config(self, record: ImageRecord) -> ImageConfig:
+        """The parsed config of a stored image (entrypoint, env, user, ...)."""
+        _, images, _ = self._ready()
+        data = images.get_blob(record.id)
+        if data is None:
+            raise FailedPrecondition(f"image {record.id} has lost its config blob; pull it again")
+        return parse_image_config(data, source=f"config of {record.id}")
 
     def to_cri(self, record: ImageRecord) -> api_pb2.Image:
         uid, username = split_user(record.user)
