@@ -37,9 +37,10 @@ def test_version_status_runtime_config_and_unimplemented(start_daemon, tmp_path:
 
     st = rt.Status(api_pb2.StatusRequest())
     conds = conditions(st)
-    assert not conds["RuntimeReady"].status
-    assert conds["RuntimeReady"].reason == "RuntimeDriverMissing"
-    assert "runc" in conds["RuntimeReady"].message
+    assert conds["RuntimeReady"].status, conds["RuntimeReady"].message  # runc + conmon
+    handlers = {h.name: h for h in st.runtime_handlers}
+    assert set(handlers) == {"", "runc"}  # "" is the default handler
+    assert st.features.supplemental_groups_policy
     assert not conds["NetworkReady"].status  # the cni driver has no configuration
     assert conds["NetworkReady"].reason == "NetworkPluginNotReady"
     assert str(tmp_path / "net.d") in conds["NetworkReady"].message
@@ -324,7 +325,7 @@ def test_plugins_command_lists_group_name_distribution_version_status(
     assert rows[("pycrio.plugins", "testgood")][2:] == ["pycrio-test-good", "1.2.3", "loaded"]
     assert rows[("pycrio.plugins", "testbad")][4].startswith("error: RuntimeError")
     assert rows[("pycrio.network", "testnet")][2:4] == ["pycrio-test-driver", "4.5.6"]
-    assert "runtime handler 'runc': runc (pycrio.runtime): not installed" in out.stdout
+    assert "runtime handler 'runc': runc (pycrio.runtime): loaded" in out.stdout
     assert "network driver: cni (pycrio.network): loaded" in out.stdout
 
 

@@ -174,6 +174,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "runtime",
+        "container_attach_socket_dir",
+        STR,
+        "/run/pycrio/attach",
+        "Where conmon creates containers' attach sockets (kept short: socket paths are"
+        " limited to 107 bytes).",
+    ),
+    Option(
+        "runtime",
         "log_size_max",
         INT,
         -1,

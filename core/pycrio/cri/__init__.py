@@ -10,8 +10,12 @@ from pycrio.kernel.kernel import Kernel
 
 
 def core_plugins(kernel: Kernel) -> list[object]:
+    from pycrio.cri.containers import ContainerService
     from pycrio.cri.images import ImageService
     from pycrio.cri.runtime_info import RuntimeInfo
     from pycrio.cri.sandboxes import SandboxService
 
-    return [RuntimeInfo(kernel), ImageService(kernel), SandboxService(kernel)]
+    images = ImageService(kernel)
+    sandboxes = SandboxService(kernel)
+    containers = ContainerService(kernel, images, sandboxes)
+    return [RuntimeInfo(kernel), images, sandboxes, containers]

@@ -80,7 +80,11 @@ class RuntimeInfo:
         )
         for extra in kernel.hook.pycrio_status_conditions(kernel=kernel):
             conditions.extend(extra or [])
-        response = api_pb2.StatusResponse(status=api_pb2.RuntimeStatus(conditions=conditions))
+        response = api_pb2.StatusResponse(
+            status=api_pb2.RuntimeStatus(conditions=conditions),
+            runtime_handlers=self._handlers(),
+            features=api_pb2.RuntimeFeatures(supplemental_groups_policy=True),
+        )
         if request.verbose:
             response.info["config"] = json.dumps(kernel.config.data, sort_keys=True)
             response.info["plugins"] = json.dumps(
@@ -96,6 +100,23 @@ class RuntimeInfo:
                 ]
             )
         return response
+
+    def _handlers(self) -> list[api_pb2.RuntimeHandler]:
+        """Each configured handler with what its runtime supports (from ``features``)."""
+        handlers = []
+        default = self.kernel.config.get("runtime.default_runtime")
+        for name in sorted(self.kernel.config.runtimes, key=lambda h: (h != default, h)):
+            driver = self.kernel.runtime_driver(name)
+            features = driver.features() if driver is not None else {}
+            rro = "rro" in features.get("mountOptions", [])
+            handler = api_pb2.RuntimeHandler(
+                name="" if name == default else name,
+                features=api_pb2.RuntimeHandlerFeatures(recursive_read_only_mounts=rro),
+            )
+            handlers.append(handler)
+            if name == default:  # the default handler is listed under its name too
+                handlers.append(api_pb2.RuntimeHandler(name=name, features=handler.features))
+        return handlers
 
     @hookimpl
     def cri_runtime_config(

@@ -1,0 +1,713 @@
+"""Container calls: Create, Start, Stop, Remove, Status, List, Update, ExecSync, Stats, ReopenLog.
+
+A container is conmon's child, not the daemon's: its exit code and finish
+time come from the exit file conmon writes, so they are right even when the
+container ended while pycrio was down. Creation records its progress and
+undoes what it did on failure, like RunPodSandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from cri_api.v1 import api_pb2
+
+from pycrio.container import resources as oci_resources
+from pycrio.container import spec as oci_spec
+from pycrio.container.record import (
+    CREATED,
+    CREATING,
+    EXITED,
+    RUNNING,
+    ContainerRecord,
+    ContainerStore,
+)
+from pycrio.errors import (
+    CRIError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+)
+from pycrio.kernel.context import CallContext
+from pycrio.kernel.hookspecs import hookimpl
+from pycrio.kernel.interfaces import CreateRequest, RuntimeDriver
+from pycrio.kernel.kernel import Kernel, call_each
+from pycrio.oci import conmon
+from pycrio.reservations import Reservations
+from pycrio.sandbox.record import READY, SandboxRecord
+from pycrio.storage.atomic import write_atomic
+from pycrio.storage.container_layers import ContainerLayers
+
+log = logging.getLogger("pycrio.container")
+
+STATES = {
+    CREATED: api_pb2.CONTAINER_CREATED,
+    RUNNING: api_pb2.CONTAINER_RUNNING,
+    EXITED: api_pb2.CONTAINER_EXITED,
+}
+PROPAGATION = {
+    "rprivate": api_pb2.PROPAGATION_PRIVATE,
+    "rslave": api_pb2.PROPAGATION_HOST_TO_CONTAINER,
+    "rshared": api_pb2.PROPAGATION_BIDIRECTIONAL,
+}
+MAX_EXEC_OUTPUT = 16 << 20
+STOP_POLL = 0.05
+
+
+def parse_signal(name: str) -> int:
+    """An image's STOPSIGNAL ("SIGTERM", "TERM", "15") as a number; SIGTERM when unset."""
+    if not name:
+        return signal.SIGTERM
+    if name.isdigit():
+        return int(name)
+    upper = name.upper()
+    upper = upper if upper.startswith("SIG") else "SIG" + upper
+    try:
+        return signal.Signals[upper]
+    except KeyError as e:
+        raise InvalidArgument(f"unknown stop signal {name!r}") from e
+
+
+def reservation_name(config: api_pb2.ContainerConfig, sandbox: SandboxRecord) -> str:
+    md = config.metadata
+    return f"k8s_{md.name}_{sandbox.name}_{sandbox.namespace}_{sandbox.uid}_{md.attempt}"
+
+
+class ContainerService:
+    def __init__(self, kernel: Kernel, images: Any, sandboxes: Any) -> None:
+        self.kernel = kernel
+        self.images = images
+        self.sandboxes = sandboxes
+        self.names: Reservations[str] = Reservations("container")
+        self.store: ContainerStore | None = None
+        self.rootfs: ContainerLayers | None = None
+        self.host_facts: oci_spec.HostFacts | None = None
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.run_root = os.path.join(kernel.config.runroot, "containers")
+        self.exit_dir = os.path.join(kernel.config.runroot, "exits")
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @hookimpl
+    def pycrio_startup(self, kernel: Kernel) -> None:
+        os.makedirs(self.exit_dir, mode=0o700, exist_ok=True)
+        self.host_facts = oci_spec.HostFacts.detect()
+        self.store = ContainerStore(os.path.join(kernel.config.root, "containers"))
+        layers = self.images.layers
+        self.rootfs = ContainerLayers(self.images.storage_root, layers)
+        for record in self.store.all():
+            if record.state == CREATING:
+                log.warning(
+                    "container %s was being created when pycrio stopped; undoing", record.id
+                )
+                self._undo(record)
+                continue
+            self.names.restore(record.reservation, record.id, record.id)
+            self._refresh(record)
+
+    def _store(self) -> ContainerStore:
+        if self.store is None:
+            raise FailedPrecondition("the container store is not open yet")
+        return self.store
+
+    def _lock(self, container_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(container_id, threading.Lock())
+
+    def _runtime(self, handler: str) -> RuntimeDriver:
+        driver = self.kernel.runtime_driver(handler)
+        if driver is None:
+            slot = self.kernel.runtimes.get(handler)
+            name = slot.name if slot else "?"
+            raise FailedPrecondition(
+                f"runtime handler {handler!r}: its driver {name!r} is not installed"
+            )
+        return driver
+
+    def lookup(self, id_or_prefix: str) -> ContainerRecord:
+        if not id_or_prefix:
+            raise InvalidArgument("container id is empty")
+        found = [r for r in self._store().find(id_or_prefix) if r.state != CREATING]
+        if not found:
+            raise NotFound(f"container {id_or_prefix!r} not found")
+        if len(found) > 1:
+            raise InvalidArgument(
+                f"container id prefix {id_or_prefix!r} is ambiguous: {len(found)} containers match"
+            )
+        return self._refresh(found[0])
+
+    def _refresh(self, record: ContainerRecord) -> ContainerRecord:
+        """Pick up an exit that conmon recorded since we last looked."""
+        if record.state not in (CREATED, RUNNING) or not record.runtime_created:
+            return record
+        code = conmon.read_exit_code(self.exit_dir, record.id)
+        if code is None:
+            return record
+        record.state = EXITED
+        record.exit_code = code
+        path = os.path.join(self.exit_dir, record.id)
+        try:
+            record.finished_at = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            record.finished_at = time.time_ns()
+        if conmon.container_oom_killed(record.state_dir):
+            record.reason = "OOMKilled"
+        else:
+            record.reason = "Completed" if code == 0 else "Error"
+        self._store().save(record)
+        call_each(
+            self.kernel,
+            "pycrio_container_event",
+            event="stopped",
+            container=record,
+            sandbox=self.sandboxes.store.get(record.sandbox_id),
+        )
+        return record
+
+    # --- CreateContainer -------------------------------------------------------
+
+    @hookimpl
+    def cri_create_container(
+        self, request: api_pb2.CreateContainerRequest, ctx: CallContext
+    ) -> api_pb2.CreateContainerResponse:
+        sandbox = self.sandboxes.lookup(request.pod_sandbox_id)
+        if sandbox.state != READY:
+            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        config = request.config
+        if not config.metadata.name:
+            raise InvalidArgument("ContainerConfig.metadata.name is empty")
+        if not config.image.image:
+            raise InvalidArgument("ContainerConfig.image.image is empty")
+        image = self.images.resolve(config.image.image)
+        if image is None:
+            raise NotFound(f"image {config.image.image!r} is not present; pull it first")
+        self._runtime(sandbox.runtime_handler)
+        record = ContainerRecord(
+            id=secrets.token_hex(32),
+            name=config.metadata.name,
+            attempt=config.metadata.attempt,
+            sandbox_id=sandbox.id,
+            reservation=reservation_name(config, sandbox),
+            image=config.image.image,
+            image_id=image.id,
+            image_ref=image.repo_digests[0] if image.repo_digests else image.id,
+            runtime_handler=sandbox.runtime_handler,
+            created_at=time.time_ns(),
+            labels=dict(config.labels),
+            annotations=dict(config.annotations),
+            tty=config.tty,
+            stdin=config.stdin,
+            stdin_once=config.stdin_once,
+        )
+        record.log_path = self._log_path(sandbox, config, record.id)
+        container_id = self.names.create(
+            record.reservation,
+            record.id,
+            lambda: self._create(record, request, sandbox, image, ctx),
+            timeout=ctx.time_remaining(),
+        )
+        return api_pb2.CreateContainerResponse(container_id=container_id)
+
+    def _log_path(
+        self, sandbox: SandboxRecord, config: api_pb2.ContainerConfig, container_id: str
+    ) -> str:
+        if config.log_path:
+            if os.path.isabs(config.log_path) or ".." in config.log_path.split("/"):
+                raise InvalidArgument(
+                    f"log_path {config.log_path!r} must be relative to the pod's log directory"
+                )
+            if not sandbox.log_directory:
+                raise InvalidArgument("log_path is set but the pod has no log_directory")
+            return os.path.join(sandbox.log_directory, config.log_path)
+        base = sandbox.log_directory or self.kernel.config.get("log_dir")
+        return os.path.join(base, f"{container_id}.log")
+
+    def _create(
+        self,
+        record: ContainerRecord,
+        request: api_pb2.CreateContainerRequest,
+        sandbox: SandboxRecord,
+        image: Any,
+        ctx: CallContext,
+    ) -> str:
+        store = self._store()
+        record.state_dir = os.path.join(self.run_root, record.id)
+        record.bundle = os.path.join(record.state_dir, "bundle")
+        store.save(record)
+        try:
+            self._build(record, request, sandbox, image, ctx)
+        except BaseException as e:
+            log.warning("CreateContainer %s failed, undoing: %s", record.reservation, e)
+            self._undo(record)
+            raise
+        record.state = CREATED
+        store.save(record)
+        call_each(
+            self.kernel,
+            "pycrio_container_event",
+            event="created",
+            container=record,
+            sandbox=sandbox,
+        )
+        return record.id
+
+    def _build(
+        self,
+        record: ContainerRecord,
+        request: api_pb2.CreateContainerRequest,
+        sandbox: SandboxRecord,
+        image: Any,
+        ctx: CallContext,
+    ) -> None:
+        store = self._store()
+        assert self.rootfs is not None
+        os.makedirs(record.bundle, mode=0o700, exist_ok=True)
+        record.rootfs_created = True
+        store.save(record)
+        record.rootfs = self.rootfs.create(record.id, image.layers)
+        store.save(record)
+        cgroup = self.kernel.cgroup_driver
+        if cgroup is not None and sandbox.cgroup_path:
+            record.cgroups_path = cgroup.container_cgroups_path(sandbox.cgroup_path, record.id)
+        image_config = self.images.image_config(image)
+        spec = oci_spec.build_spec(
+            oci_spec.SpecInputs(
+                config=request.config,
+                sandbox_config=request.sandbox_config,
+                container_id=record.id,
+                image_config=image_config,
+                rootfs=record.rootfs,
+                sandbox_id=sandbox.id,
+                sandbox_name=sandbox.reservation,
+                image_name=record.image,
+                image_id=image.id,
+                namespace_paths=dict(sandbox.namespaces),
+                hostname_path=os.path.join(sandbox.run_dir, "hostname"),
+                hosts_path=os.path.join(sandbox.run_dir, "hosts"),
+                resolv_conf_path=os.path.join(sandbox.run_dir, "resolv.conf"),
+                shm_path=sandbox.shm_path,
+                cgroups_path=record.cgroups_path,
+                allowed_annotations=tuple(
+                    self.kernel.config.runtimes[sandbox.runtime_handler]["allowed_annotations"]
+                ),
+                log_path=record.log_path,
+                host=self.host_facts,
+            )
+        )
+        record.stop_signal = image_config.stop_signal or ""
+        record.mounts = [
+            {
+                "container_path": m.container_path,
+                "host_path": m.host_path,
+                "readonly": m.readonly,
+                "propagation": m.propagation,
+            }
+            for m in request.config.mounts
+        ]
+        for impl_failure in self._adjust(spec, record, sandbox, ctx):
+            raise impl_failure
+        record.resources = spec.get("linux", {}).get("resources", {})
+        proc_user = spec["process"]["user"]
+        record.user = {
+            "uid": proc_user.get("uid", 0),
+            "gid": proc_user.get("gid", 0),
+            "supplemental_groups": proc_user.get("additionalGids", []),
+        }
+        write_atomic(os.path.join(record.bundle, "config.json"), json.dumps(spec).encode())
+        os.makedirs(os.path.dirname(record.log_path), mode=0o755, exist_ok=True)
+        record.runtime_created = True
+        store.save(record)
+        runtime = self._runtime(record.runtime_handler)
+        record.pid = runtime.create(
+            CreateRequest(
+                container_id=record.id,
+                bundle=record.bundle,
+                log_path=record.log_path,
+                exit_dir=self.exit_dir,
+                state_dir=record.state_dir,
+                tty=record.tty,
+                stdin=record.stdin,
+                stdin_once=record.stdin_once,
+                log_size_max=self.kernel.config.get("runtime.log_size_max"),
+            )
+        )
+
+    def _adjust(
+        self,
+        spec: dict[str, Any],
+        record: ContainerRecord,
+        sandbox: SandboxRecord,
+        ctx: CallContext,
+    ) -> list[CRIError]:
+        """Let plugins (OCI hooks, NRI) change the spec; their CRI errors fail the create."""
+        errors: list[CRIError] = []
+        for impl in self.kernel.pm.hook.pycrio_adjust_container_spec.get_hookimpls():
+            args = {"spec": spec, "container": record, "sandbox": sandbox, "ctx": ctx}
+            try:
+                impl.function(**{name: args[name] for name in impl.argnames})
+            except CRIError as e:
+                errors.append(e)
+        return errors
+
+    # --- undo, stop, remove ----------------------------------------------------
+
+    def _undo(self, record: ContainerRecord) -> None:
+        errors = self._release(record)
+        if errors:
+            record.state = EXITED
+            record.reason = "Error"
+            record.message = "creation failed and could not be fully undone"
+            self._store().save(record)
+            log.error("container %s could not be fully undone: %s", record.id, "; ".join(errors))
+            return
+        self._store().delete(record.id)
+
+    def _release(self, record: ContainerRecord) -> list[str]:
+        errors = []
+        if record.runtime_created:
+            try:
+                driver = self._runtime(record.runtime_handler)
+                driver.delete(record.id, force=True)
+                record.runtime_created = False
+            except CRIError as e:
+                errors.append(f"runtime: {e.message}")
+        if record.rootfs_created and self.rootfs is not None:
+            try:
+                self.rootfs.remove(record.id)
+                record.rootfs_created = False
+            except CRIError as e:
+                errors.append(f"rootfs: {e.message}")
+        if record.cgroups_path and self.kernel.cgroup_driver is not None:
+            try:
+                self.kernel.cgroup_driver.remove(record.cgroups_path)
+            except CRIError as e:
+                errors.append(f"cgroup: {e.message}")
+        if record.state_dir:
+            shutil.rmtree(record.state_dir, ignore_errors=True)
+        try:
+            os.unlink(os.path.join(self.exit_dir, record.id))
+        except FileNotFoundError:
+            pass
+        return errors
+
+    @hookimpl
+    def cri_start_container(
+        self, request: api_pb2.StartContainerRequest, ctx: CallContext
+    ) -> api_pb2.StartContainerResponse:
+        record = self.lookup(request.container_id)
+        with self._lock(record.id):
+            if record.state != CREATED:
+                raise FailedPrecondition(
+                    f"container {record.id} is {record.state}, only a created container can start"
+                )
+            self._runtime(record.runtime_handler).start(record.id)
+            record.state = RUNNING
+            record.started_at = time.time_ns()
+            self._store().save(record)
+        call_each(
+            self.kernel,
+            "pycrio_container_event",
+            event="started",
+            container=record,
+            sandbox=self.sandboxes.store.get(record.sandbox_id),
+        )
+        return api_pb2.StartContainerResponse()
+
+    def stop(self, record: ContainerRecord, timeout: float) -> None:
+        """Stop signal, then SIGKILL once ``timeout`` seconds have passed."""
+        record = self._refresh(record)
+        if record.state not in (CREATED, RUNNING):
+            return
+        runtime = self._runtime(record.runtime_handler)
+        if record.state == RUNNING and timeout > 0:
+            runtime.kill(record.id, parse_signal(record.stop_signal))
+            if self._wait_exit(record, timeout):
+                return
+        runtime.kill(record.id, signal.SIGKILL, all_processes=True)
+        if not self._wait_exit(record, 10):
+            raise DeadlineExceeded(f"container {record.id} did not exit after SIGKILL")
+
+    def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._refresh(record).state == EXITED:
+                return True
+            time.sleep(STOP_POLL)
+        return self._refresh(record).state == EXITED
+
+    @hookimpl
+    def cri_stop_container(
+        self, request: api_pb2.StopContainerRequest, ctx: CallContext
+    ) -> api_pb2.StopContainerResponse:
+        try:
+            record = self.lookup(request.container_id)
+        except NotFound:
+            return api_pb2.StopContainerResponse()
+        with self._lock(record.id):
+            self.stop(record, max(request.timeout, 0))
+        return api_pb2.StopContainerResponse()
+
+    def remove(self, record: ContainerRecord) -> None:
+        with self._lock(record.id):
+            self.stop(record, 0)
+            errors = self._release(record)
+            if errors:
+                self._store().save(record)
+                raise Internal(f"removing container {record.id} failed: " + "; ".join(errors))
+            self._store().delete(record.id)
+            self.names.release(record.reservation, record.id)
+        with self._guard:
+            self._locks.pop(record.id, None)
+        call_each(
+            self.kernel,
+            "pycrio_container_event",
+            event="deleted",
+            container=record,
+            sandbox=self.sandboxes.store.get(record.sandbox_id),
+        )
+
+    @hookimpl
+    def cri_remove_container(
+        self, request: api_pb2.RemoveContainerRequest, ctx: CallContext
+    ) -> api_pb2.RemoveContainerResponse:
+        try:
+            record = self.lookup(request.container_id)
+        except NotFound:
+            return api_pb2.RemoveContainerResponse()
+        self.remove(record)
+        return api_pb2.RemoveContainerResponse()
+
+    # --- pods and images -------------------------------------------------------
+
+    def of_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
+        return [
+            r for r in self._store().all() if r.sandbox_id == sandbox_id and r.state != CREATING
+        ]
+
+    @hookimpl
+    def pycrio_sandbox_event(self, event: str, sandbox: SandboxRecord) -> None:
+        if event == "stopping":
+            for record in self.of_sandbox(sandbox.id):
+                with self._lock(record.id):
+                    self.stop(record, 0)
+        elif event == "removing":
+            for record in self.of_sandbox(sandbox.id):
+                self.remove(record)
+
+    @hookimpl
+    def pycrio_image_in_use(self, image_id: str) -> list[str]:
+        if self.store is None:
+            return []
+        return [f"{r.name} ({r.id[:12]})" for r in self.store.all() if r.image_id == image_id]
+
+    # --- Status and List -------------------------------------------------------
+
+    def _metadata(self, r: ContainerRecord) -> api_pb2.ContainerMetadata:
+        return api_pb2.ContainerMetadata(name=r.name, attempt=r.attempt)
+
+    @hookimpl
+    def cri_container_status(
+        self, request: api_pb2.ContainerStatusRequest, ctx: CallContext
+    ) -> api_pb2.ContainerStatusResponse:
+        r = self.lookup(request.container_id)
+        status = api_pb2.ContainerStatus(
+            id=r.id,
+            metadata=self._metadata(r),
+            state=STATES[r.state],
+            created_at=r.created_at,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            exit_code=r.exit_code,
+            image=api_pb2.ImageSpec(image=r.image),
+            image_ref=r.image_ref,
+            image_id=r.image_id,
+            reason=r.reason,
+            message=r.message,
+            labels=r.labels,
+            annotations=r.annotations,
+            log_path=r.log_path,
+            mounts=[
+                api_pb2.Mount(
+                    container_path=m["container_path"],
+                    host_path=m["host_path"],
+                    readonly=m["readonly"],
+                    propagation=m["propagation"],
+                )
+                for m in r.mounts
+            ],
+        )
+        linux_user = status.user.linux
+        linux_user.uid = r.user.get("uid", 0)
+        linux_user.gid = r.user.get("gid", 0)
+        linux_user.supplemental_groups.extend(r.user.get("supplemental_groups", []))
+        _resources_to_cri(r.resources, status.resources.linux)
+        response = api_pb2.ContainerStatusResponse(status=status)
+        if request.verbose:
+            response.info["info"] = json.dumps(asdict(r), sort_keys=True)
+        return response
+
+    @hookimpl
+    def cri_list_containers(
+        self, request: api_pb2.ListContainersRequest, ctx: CallContext
+    ) -> api_pb2.ListContainersResponse:
+        f = request.filter if request.HasField("filter") else None
+        out = []
+        for r in self._store().all():
+            if r.state == CREATING:
+                continue
+            r = self._refresh(r)
+            if f is not None:
+                if f.id and not r.id.startswith(f.id):
+                    continue
+                if f.pod_sandbox_id and not r.sandbox_id.startswith(f.pod_sandbox_id):
+                    continue
+                if f.HasField("state") and STATES[r.state] != f.state.state:
+                    continue
+                if any(r.labels.get(k) != v for k, v in f.label_selector.items()):
+                    continue
+            out.append(
+                api_pb2.Container(
+                    id=r.id,
+                    pod_sandbox_id=r.sandbox_id,
+                    metadata=self._metadata(r),
+                    image=api_pb2.ImageSpec(image=r.image),
+                    image_ref=r.image_ref,
+                    image_id=r.image_id,
+                    state=STATES[r.state],
+                    created_at=r.created_at,
+                    labels=r.labels,
+                    annotations=r.annotations,
+                )
+            )
+        return api_pb2.ListContainersResponse(containers=out)
+
+    # --- Update, Exec, Stats, Logs ---------------------------------------------
+
+    @hookimpl
+    def cri_update_container_resources(
+        self, request: api_pb2.UpdateContainerResourcesRequest, ctx: CallContext
+    ) -> api_pb2.UpdateContainerResourcesResponse:
+        r = self.lookup(request.container_id)
+        if r.state not in (CREATED, RUNNING):
+            raise FailedPrecondition(f"container {r.id} is not running")
+        host = self.host_facts
+        resources = oci_resources.build(request.linux, host.cgroup_v2, host.swap_accounting)
+        self._runtime(r.runtime_handler).update(r.id, resources)
+        r.resources = resources
+        self._store().save(r)
+        return api_pb2.UpdateContainerResourcesResponse()
+
+    @hookimpl
+    def cri_exec_sync(
+        self, request: api_pb2.ExecSyncRequest, ctx: CallContext
+    ) -> api_pb2.ExecSyncResponse:
+        r = self.lookup(request.container_id)
+        if not request.cmd:
+            raise InvalidArgument("ExecSync cmd is empty")
+        if r.state != RUNNING:
+            raise FailedPrecondition(f"container {r.id} is not running")
+        timeout = float(request.timeout)
+        remaining = ctx.time_remaining()
+        if remaining is not None and (timeout == 0 or remaining < timeout):
+            timeout = remaining
+        result = self._runtime(r.runtime_handler).exec_sync(
+            r.id, list(request.cmd), timeout, max_output=MAX_EXEC_OUTPUT
+        )
+        if result.timed_out:
+            raise DeadlineExceeded(
+                f"command {list(request.cmd)!r} in container {r.id} timed out after {timeout:g}s"
+            )
+        return api_pb2.ExecSyncResponse(
+            stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code
+        )
+
+    def _stats(self, r: ContainerRecord) -> api_pb2.ContainerStats:
+        stats = api_pb2.ContainerStats(
+            attributes=api_pb2.ContainerAttributes(
+                id=r.id, metadata=self._metadata(r), labels=r.labels, annotations=r.annotations
+            )
+        )
+        now = time.time_ns()
+        driver = self.kernel.cgroup_driver
+        if driver is not None and r.cgroups_path and r.state == RUNNING:
+            try:
+                usage = driver.stats(r.cgroups_path)
+            except NotFound:
+                usage = None
+            if usage is not None:
+                stats.cpu.timestamp = now
+                stats.cpu.usage_core_nano_seconds.value = usage.cpu_usage_ns
+                stats.memory.timestamp = now
+                stats.memory.working_set_bytes.value = usage.memory_working_set_bytes
+                stats.memory.usage_bytes.value = usage.memory_usage_bytes
+                stats.memory.rss_bytes.value = usage.memory_rss_bytes
+                stats.memory.page_faults.value = usage.memory_page_faults
+                stats.memory.major_page_faults.value = usage.memory_major_page_faults
+                stats.memory.available_bytes.value = usage.memory_available_bytes
+        if self.rootfs is not None:
+            used, inodes = self.rootfs.usage(r.id)
+            stats.writable_layer.timestamp = now
+            stats.writable_layer.fs_id.mountpoint = self.rootfs.dir
+            stats.writable_layer.used_bytes.value = used
+            stats.writable_layer.inodes_used.value = inodes
+        return stats
+
+    @hookimpl
+    def cri_container_stats(
+        self, request: api_pb2.ContainerStatsRequest, ctx: CallContext
+    ) -> api_pb2.ContainerStatsResponse:
+        return api_pb2.ContainerStatsResponse(stats=self._stats(self.lookup(request.container_id)))
+
+    @hookimpl
+    def cri_list_container_stats(
+        self, request: api_pb2.ListContainerStatsRequest, ctx: CallContext
+    ) -> api_pb2.ListContainerStatsResponse:
+        f = request.filter if request.HasField("filter") else None
+        out = []
+        for r in self._store().all():
+            if r.state == CREATING:
+                continue
+            if f is not None:
+                if f.id and not r.id.startswith(f.id):
+                    continue
+                if f.pod_sandbox_id and not r.sandbox_id.startswith(f.pod_sandbox_id):
+                    continue
+                if any(r.labels.get(k) != v for k, v in f.label_selector.items()):
+                    continue
+            out.append(self._stats(self._refresh(r)))
+        return api_pb2.ListContainerStatsResponse(stats=out)
+
+    @hookimpl
+    def cri_reopen_container_log(
+        self, request: api_pb2.ReopenContainerLogRequest, ctx: CallContext
+    ) -> api_pb2.ReopenContainerLogResponse:
+        r = self.lookup(request.container_id)
+        if r.state != RUNNING:
+            raise FailedPrecondition(f"container {r.id} is not running; its log is closed")
+        conmon.reopen_log(r.state_dir)
+        return api_pb2.ReopenContainerLogResponse()
+
+
+def _resources_to_cri(resources: dict[str, Any], out: api_pb2.LinuxContainerResources) -> None:
+    cpu = resources.get("cpu", {})
+    memory = resources.get("memory", {})
+    out.cpu_shares = cpu.get("shares", 0)
+    out.cpu_quota = cpu.get("quota", 0)
+    out.cpu_period = cpu.get("period", 0)
+    out.cpuset_cpus = cpu.get("cpus", "")
+    out.cpuset_mems = cpu.get("mems", "")
+    out.memory_limit_in_bytes = memory.get("limit", 0)
+    for key, value in resources.get("unified", {}).items():
+        out.unified[key] = value
