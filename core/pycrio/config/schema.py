@@ -174,6 +174,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "runtime",
+        "drop_infra_ctr",
+        BOOL,
+        True,
+        "Run pods without an infra (pause) container: namespaces are pinned as files."
+        " false starts one from [image] pause_image in every pod, for runtimes that need it.",
+    ),
+    Option(
+        "runtime",
         "container_attach_socket_dir",
         STR,
         "/run/pycrio/attach",
@@ -238,6 +246,20 @@ OPTIONS: tuple[Option, ...] = (
         STR,
         "",
         "Name of the CNI network to use; empty means the first valid config by file name.",
+    ),
+    Option(
+        "image",
+        "pause_image",
+        STR,
+        "registry.k8s.io/pause:3.10",
+        "Image of the infra container (with drop_infra_ctr = false); pulled when missing.",
+    ),
+    Option(
+        "image",
+        "pause_command",
+        STR,
+        "/pause",
+        "Command the infra container runs; empty means the pause image's entrypoint.",
     ),
     Option(
         "image",

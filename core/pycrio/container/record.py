@@ -55,6 +55,7 @@ class ContainerRecord:
     exit_code: int = 0
     reason: str = ""
     message: str = ""
+    infra: bool = False  # the pod's pause container (drop_infra_ctr = false): not listed
 
 
 class ContainerStore(RecordStore[ContainerRecord]):

@@ -18,4 +18,5 @@ def core_plugins(kernel: Kernel) -> list[object]:
     images = ImageService(kernel)
     sandboxes = SandboxService(kernel)
     containers = ContainerService(kernel, images, sandboxes)
+    sandboxes.containers = containers
     return [RuntimeInfo(kernel), images, sandboxes, containers]

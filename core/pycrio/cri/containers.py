@@ -185,6 +185,17 @@ class ContainerService:
         sandbox = self.sandboxes.lookup(request.pod_sandbox_id)
         if sandbox.state != READY:
             raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        container_id = self.create(sandbox, request, ctx)
+        return api_pb2.CreateContainerResponse(container_id=container_id)
+
+    def create(
+        self,
+        sandbox: SandboxRecord,
+        request: api_pb2.CreateContainerRequest,
+        ctx: CallContext,
+        infra: bool = False,
+    ) -> str:
+        """Create a container in ``sandbox``; also used for the pod's infra container."""
         config = request.config
         if not config.metadata.name:
             raise InvalidArgument("ContainerConfig.metadata.name is empty")
@@ -210,15 +221,15 @@ class ContainerService:
             tty=config.tty,
             stdin=config.stdin,
             stdin_once=config.stdin_once,
+            infra=infra,
         )
         record.log_path = self._log_path(sandbox, config, record.id)
-        container_id = self.names.create(
+        return self.names.create(
             record.reservation,
             record.id,
             lambda: self._create(record, request, sandbox, image, ctx),
             timeout=ctx.time_remaining(),
         )
-        return api_pb2.CreateContainerResponse(container_id=container_id)
 
     def _log_path(
         self, sandbox: SandboxRecord, config: api_pb2.ContainerConfig, container_id: str
@@ -406,7 +417,10 @@ class ContainerService:
     def cri_start_container(
         self, request: api_pb2.StartContainerRequest, ctx: CallContext
     ) -> api_pb2.StartContainerResponse:
-        record = self.lookup(request.container_id)
+        self.start(self.lookup(request.container_id))
+        return api_pb2.StartContainerResponse()
+
+    def start(self, record: ContainerRecord) -> None:
         with self._lock(record.id):
             if record.state != CREATED:
                 raise FailedPrecondition(
@@ -423,7 +437,6 @@ class ContainerService:
             container=record,
             sandbox=self.sandboxes.store.get(record.sandbox_id),
         )
-        return api_pb2.StartContainerResponse()
 
     def stop(self, record: ContainerRecord, timeout: float) -> None:
         """Stop signal, then SIGKILL once ``timeout`` seconds have passed."""
@@ -565,7 +578,7 @@ class ContainerService:
         f = request.filter if request.HasField("filter") else None
         out = []
         for r in self._store().all():
-            if r.state == CREATING:
+            if r.state == CREATING or r.infra:
                 continue
             r = self._refresh(r)
             if f is not None:
@@ -677,7 +690,7 @@ class ContainerService:
         f = request.filter if request.HasField("filter") else None
         out = []
         for r in self._store().all():
-            if r.state == CREATING:
+            if r.state == CREATING or r.infra:
                 continue
             if f is not None:
                 if f.id and not r.id.startswith(f.id):

@@ -74,6 +74,7 @@ class SandboxService:
         self.kernel = kernel
         self.names: Reservations[str] = Reservations("pod sandbox")
         self.store: SandboxStore | None = None
+        self.containers: Any = None  # the container service, for infra containers
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         config = kernel.config
@@ -136,7 +137,7 @@ class SandboxService:
         sandbox_id = self.names.create(
             record.reservation,
             record.id,
-            lambda: self._create(record, request.config),
+            lambda: self._create(record, request.config, ctx),
             timeout=ctx.time_remaining(),
         )
         return api_pb2.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
@@ -192,12 +193,16 @@ class SandboxService:
             },
         )
 
-    def _create(self, record: SandboxRecord, config: api_pb2.PodSandboxConfig) -> str:
+    def _create(
+        self, record: SandboxRecord, config: api_pb2.PodSandboxConfig, ctx: CallContext
+    ) -> str:
         store = self._store()
         record.run_dir = os.path.join(self.run_root, record.id)
         store.save(record)
         try:
             self._build(record, config)
+            if not self.kernel.config.get("runtime.drop_infra_ctr"):
+                self._infra_up(record, config, ctx)
         except BaseException as e:
             log.warning("RunPodSandbox %s failed, undoing: %s", record.reservation, e)
             self._undo(record)
@@ -244,6 +249,41 @@ class SandboxService:
         if not record.host_network:
             self._network_up(record)
         files.write_hosts(record.run_dir, record.hostname, record.ips)
+
+    def _infra_up(
+        self, record: SandboxRecord, config: api_pb2.PodSandboxConfig, ctx: CallContext
+    ) -> None:
+        """Start the pod's infra (pause) container in its pinned namespaces."""
+        if self.containers is None:
+            raise FailedPrecondition("infra containers need the container service")
+        image_cfg = self.kernel.config.data["image"]
+        pause = image_cfg["pause_image"]
+        images = self.containers.images
+        if images.resolve(pause) is None:
+            images.puller.pull(pause, None, record.namespace)
+        command = [image_cfg["pause_command"]] if image_cfg["pause_command"] else []
+        container = api_pb2.ContainerConfig(
+            metadata=api_pb2.ContainerMetadata(name="POD", attempt=record.attempt),
+            image=api_pb2.ImageSpec(image=pause),
+            command=command,
+            labels=record.labels,
+            linux=api_pb2.LinuxContainerConfig(
+                security_context=api_pb2.LinuxContainerSecurityContext(
+                    namespace_options=config.linux.security_context.namespace_options
+                )
+            ),
+        )
+        request = api_pb2.CreateContainerRequest(
+            pod_sandbox_id=record.id, config=container, sandbox_config=config
+        )
+        record.infra_id = self.containers.create(record, request, ctx, infra=True)
+        self._store().save(record)
+        self.containers.start(self.containers.store.get(record.infra_id))
+
+    def _infra(self, record: SandboxRecord) -> Any:
+        if not record.infra_id or self.containers is None:
+            return None
+        return self.containers.store.get(record.infra_id)
 
     def _pod_network(self, record: SandboxRecord) -> PodNetwork:
         return PodNetwork(
@@ -297,6 +337,9 @@ class SandboxService:
         """Undo what only a running pod holds; return the errors met (each step runs)."""
         errors = []
         steps: list[tuple[str, Callable[[], None]]] = []
+        infra = self._infra(record)
+        if infra is not None:
+            steps.append(("infra container", lambda: self.containers.stop(infra, 0)))
         if record.hostports_up:
             steps.append(("host ports", lambda: self._hostports_down(record)))
         if record.network_up:
@@ -345,6 +388,13 @@ class SandboxService:
 
     def _remove_rest(self, record: SandboxRecord) -> list[str]:
         errors = []
+        infra = self._infra(record)
+        if infra is not None:
+            try:
+                self.containers.remove(infra)
+                record.infra_id = ""
+            except CRIError as e:
+                errors.append(f"infra container: {e.message}")
         cgroup = self.kernel.cgroup_driver
         if record.cgroup_path and cgroup is not None:
             try:

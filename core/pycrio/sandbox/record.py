@@ -43,6 +43,7 @@ class SandboxRecord:
     pid_holder: int = 0  # the process keeping a shared PID namespace alive
     shm_path: str = ""
     cgroup_path: str = ""
+    infra_id: str = ""  # the infra (pause) container, with drop_infra_ctr = false
     network_up: bool = False
     hostports_up: bool = False
     ips: list[str] = field(default_factory=list)
