@@ -22,6 +22,7 @@ from typing import Any
 
 from cri_api.v1 import api_pb2
 
+from pycrio.cri.selection import fill_usage, selected
 from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
@@ -508,13 +509,8 @@ class SandboxService:
         f = request.filter if request.HasField("filter") else None
         items = []
         for r in self._visible():
-            if f is not None:
-                if f.id and not r.id.startswith(f.id):
-                    continue
-                if f.HasField("state") and STATES[r.state] != f.state.state:
-                    continue
-                if any(r.labels.get(k) != v for k, v in f.label_selector.items()):
-                    continue
+            if not selected(f, id=r.id, labels=r.labels, state=STATES[r.state]):
+                continue
             items.append(
                 api_pb2.PodSandbox(
                     id=r.id,
@@ -542,15 +538,7 @@ class SandboxService:
         usage = driver.stats(r.cgroup_path)
         now = time.time_ns()
         linux = stats.linux
-        linux.cpu.timestamp = now
-        linux.cpu.usage_core_nano_seconds.value = usage.cpu_usage_ns
-        linux.memory.timestamp = now
-        linux.memory.working_set_bytes.value = usage.memory_working_set_bytes
-        linux.memory.usage_bytes.value = usage.memory_usage_bytes
-        linux.memory.rss_bytes.value = usage.memory_rss_bytes
-        linux.memory.page_faults.value = usage.memory_page_faults
-        linux.memory.major_page_faults.value = usage.memory_major_page_faults
-        linux.memory.available_bytes.value = usage.memory_available_bytes
+        fill_usage(linux.cpu, linux.memory, usage, now)
         linux.process.timestamp = now
         linux.process.process_count.value = usage.pids
         return stats
@@ -569,11 +557,8 @@ class SandboxService:
         f = request.filter if request.HasField("filter") else None
         stats = []
         for r in self._visible():
-            if f is not None:
-                if f.id and not r.id.startswith(f.id):
-                    continue
-                if any(r.labels.get(k) != v for k, v in f.label_selector.items()):
-                    continue
+            if not selected(f, id=r.id, labels=r.labels):
+                continue
             try:
                 stats.append(self._stats(r))
             except NotFound:
