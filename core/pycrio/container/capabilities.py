@@ -8,7 +8,7 @@ capability in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from cri_api.v1 import api_pb2
 
@@ -115,6 +115,7 @@ def compute(
     default: Sequence[str],
     privileged: bool,
     last_cap: int,
+    available: Collection[str] | None = None,
 ) -> dict[str, list[str]]:
     """The OCI ``process.capabilities`` object.
 
@@ -123,8 +124,16 @@ def compute(
     named ones and finally drop the named ones (a capability both added and
     dropped is dropped). Inheritable stays empty (CVE-2022-27652); ambient
     capabilities are only what the kubelet explicitly asked for.
+
+    ``available`` is the daemon's own bounding set (None: no limit). "All
+    capabilities" (privileged, add ALL) means those, as containerd's
+    ``WithAllCurrentCapabilities``: runc cannot grant a capability that is
+    not in its bounding set, so on a node whose runtime runs with a reduced
+    set, every privileged container would fail with "unable to apply caps".
     """
     all_supported = supported(last_cap)
+    if available is not None:
+        all_supported = tuple(c for c in all_supported if c in available)
     adds = list(caps.add_capabilities)
     drops = list(caps.drop_capabilities)
     add_all = any(_is_all(c) for c in adds)
@@ -167,6 +176,24 @@ def effective_from_status(status_text: str) -> int:
         if line.startswith("CapEff:"):
             return int(line.split(":", 1)[1].strip(), 16)
     return 0
+
+
+def bounding_from_status(status_text: str) -> frozenset[str] | None:
+    """The capability names in the CapBnd mask of /proc/<pid>/status (None when absent)."""
+    for line in status_text.splitlines():
+        if line.startswith("CapBnd:"):
+            mask = int(line.split(":", 1)[1].strip(), 16)
+            return frozenset(c for i, c in enumerate(ALL_CAPABILITIES) if mask >> i & 1)
+    return None
+
+
+def daemon_bounding_set(status_path: str = "/proc/self/status") -> frozenset[str] | None:
+    """The capabilities this daemon (and so runc) can hand to a container."""
+    try:
+        with open(status_path, encoding="ascii") as f:
+            return bounding_from_status(f.read())
+    except OSError:
+        return None
 
 
 def has_capability(mask: int, bit: int) -> bool:

@@ -96,6 +96,8 @@ class HostFacts:
     rlimit_ceilings: Mapping[str, int] = field(default_factory=dict)
     mountinfo: str | None = None
     dev_dir: str = "/dev"
+    #: the daemon's bounding set: what "all capabilities" can mean (None: no limit)
+    bounding_caps: frozenset[str] | None = None
 
     @classmethod
     def detect(cls) -> HostFacts:
@@ -116,6 +118,7 @@ class HostFacts:
             apparmor_profiles=apparmor.loaded_profiles() if enabled else frozenset(),
             oom_score_adj_floor=floor,
             rlimit_ceilings=ceilings,
+            bounding_caps=capabilities.daemon_bounding_set(),
         )
 
 
@@ -246,7 +249,7 @@ def build_spec(inputs: SpecInputs) -> dict[str, Any]:
         env.append(f"HOME={user.home}")
 
     caps = capabilities.compute(
-        sc.capabilities, inputs.default_capabilities, privileged, host.last_cap
+        sc.capabilities, inputs.default_capabilities, privileged, host.last_cap, host.bounding_caps
     )
     oom = resources.clamp_oom_score_adj(linux.resources.oom_score_adj, host.oom_score_adj_floor)
 

@@ -61,7 +61,8 @@ PROPAGATION = {
     "rslave": api_pb2.PROPAGATION_HOST_TO_CONTAINER,
     "rshared": api_pb2.PROPAGATION_BIDIRECTIONAL,
 }
-MAX_EXEC_OUTPUT = 16 << 20
+# Per stream: stdout and stderr together must fit the kubelet's 16 MiB gRPC messages.
+MAX_EXEC_OUTPUT = (8 << 20) - (32 << 10)
 STOP_POLL = 0.05
 
 
@@ -147,6 +148,26 @@ class ContainerService:
                 f"container id prefix {id_or_prefix!r} is ambiguous: {len(found)} containers match"
             )
         return self._refresh(found[0])
+
+    def refresh_exited(self, container_id: str) -> bool:
+        """Pick up one container's exit now: the exit-file watcher calls this.
+
+        Returns False when a call holds the container (start, stop, remove) so
+        the watcher retries shortly: waiting here would stall every other
+        container's exit, and the holder may already have looked.
+        """
+        if self.store is None or self.store.get(container_id) is None:
+            return True
+        lock = self._lock(container_id)
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            record = self.store.get(container_id)  # again: remove may have won
+            if record is not None and record.state != CREATING:
+                self._refresh(record)
+        finally:
+            lock.release()
+        return True
 
     def _refresh(self, record: ContainerRecord) -> ContainerRecord:
         """Pick up an exit that conmon recorded since we last looked."""

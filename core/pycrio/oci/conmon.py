@@ -53,6 +53,8 @@ CTL_REOPEN_LOGS = 2
 SUN_PATH_MAX = 107
 MONITOR_RECORD = "monitor.json"
 _LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+_LOGRUS_LEVEL = re.compile(r"\blevel=(\w+)")
+_ERROR_LEVELS = ("error", "fatal", "panic")
 
 
 def _unquote(quoted: str) -> str:
@@ -64,9 +66,18 @@ def _unquote(quoted: str) -> str:
 
 
 def runtime_message(stderr: bytes | str) -> str:
-    """The runtime's error text, unwrapped from logrus' ``level=error msg="..."``."""
+    """The runtime's error text, unwrapped from logrus' ``level=error msg="..."``.
+
+    When some lines are errors, only those are kept: runc also logs warnings
+    ("cannot toggle freezer: ...") on the way to a failure, which would bury
+    the reason (a missing executable) in noise.
+    """
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
     text = text.strip()
+    levels = [(_LOGRUS_LEVEL.search(line), line) for line in text.splitlines()]
+    errors = [line for m, line in levels if m and m.group(1) in _ERROR_LEVELS]
+    if errors and _LOGRUS_MSG.search("\n".join(errors)):
+        text = "\n".join(errors)
     msgs = _LOGRUS_MSG.findall(text)
     if msgs:
         return "; ".join(_unquote(m) for m in msgs)

@@ -82,3 +82,22 @@ def test_cap_eff_parsing() -> None:
     assert not caps.has_capability(mask, caps.CAP_SYS_RESOURCE_BIT)
     assert caps.has_capability(mask, caps.ALL_CAPABILITIES.index("CAP_SYS_ADMIN"))
     assert caps.effective_from_status("Name: x\n") == 0
+
+
+def test_all_capabilities_are_limited_to_the_daemons_bounding_set() -> None:
+    # e.g. a node agent run without CAP_SYS_RESOURCE: runc could not grant it
+    available = frozenset(caps.ALL_CAPABILITIES) - {"CAP_SYS_RESOURCE"}
+    priv = caps.compute(api_pb2.Capability(), caps.DEFAULT_CAPABILITIES, True, 40, available)
+    assert "CAP_SYS_RESOURCE" not in priv["bounding"]
+    assert len(priv["effective"]) == 40
+    add_all = caps.compute(
+        api_pb2.Capability(add_capabilities=["ALL"]),
+        caps.DEFAULT_CAPABILITIES,
+        False,
+        40,
+        available,
+    )
+    assert "CAP_SYS_RESOURCE" not in add_all["effective"] and "CAP_BPF" in add_all["effective"]
+    status = "CapEff:\t0000000000000000\nCapBnd:\t0000000000000021\n"
+    assert caps.bounding_from_status(status) == {"CAP_CHOWN", "CAP_KILL"}
+    assert caps.bounding_from_status("Name: x\n") is None

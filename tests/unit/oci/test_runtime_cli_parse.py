@@ -75,3 +75,14 @@ def test_missing_binary_is_not_ready(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not ready and reason == "RuntimeNotFound" and "no-such-runtime" in message
     with pytest.raises(Unavailable):
         d.state("x")
+
+
+def test_runtime_message_keeps_only_errors_when_there_are_some() -> None:
+    err = (
+        b'time="t" level=warning msg="cannot toggle freezer: cgroups not configured"\n'
+        b'time="t" level=warning msg="lstat : no such file or directory"\n'
+        b'time="t" level=error msg="runc create failed: exec: \\"/x\\": stat /x: no such file"\n'
+    )
+    assert runtime_message(err) == 'runc create failed: exec: "/x": stat /x: no such file'
+    only_warnings = b'time="t" level=warning msg="odd"\n'
+    assert runtime_message(only_warnings) == "odd"
