@@ -125,7 +125,7 @@ def test_call_each_isolates_a_failing_plugin() -> None:
         def pycrio_startup(self, kernel):
             calls.append(kernel)
 
-    kernel = build_kernel(defaults(), core_plugins, found=[])
+    kernel = build_kernel(defaults(), lambda kernel: [], found=[])  # no core: no host state
     kernel.pm.register(Fine(), name="fine")
     kernel.pm.register(Boom(), name="boom")
     failures = call_each(kernel, "pycrio_startup", kernel=kernel)
