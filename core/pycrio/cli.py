@@ -11,7 +11,7 @@ import pycrio
 from pycrio.config import Config, ConfigError, load
 from pycrio.config.schema import LOG_LEVELS
 
-BUILTIN_COMMANDS = ("run", "config", "plugins", "version")
+BUILTIN_COMMANDS = ("run", "config", "plugins", "version", "status")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -50,7 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plugins = sub.add_parser("plugins", help="list the plugins and drivers found")
     version = sub.add_parser("version", help="print the version")
-    for p in (run, config, plugins, version):
+    status = sub.add_parser(
+        "status", help="ask a running daemon through its status API (info, config, containers)"
+    )
+    status.add_argument(
+        "--socket", default=None, help="status API socket (default from [api] status_listen)"
+    )
+    status.add_argument("what", choices=("info", "config", "containers"), help="what to show")
+    status.add_argument("id", nargs="?", default="", help="container id (for containers)")
+    for p in (run, config, plugins, version, status):
         _add_config_flags(p, suppress=True)
     return parser
 
@@ -100,6 +108,56 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+STATUS_TIMEOUT = 10.0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what the daemon's status API answers (JSON, or TOML for config)."""
+    import http.client
+    import json
+    import socket
+
+    from pycrio.server.status_api import status_socket_path
+
+    if args.what == "containers" and not args.id:
+        print("pycrio status containers: a container id is required", file=sys.stderr)
+        return 2
+    path = args.socket or status_socket_path(load_from_args(args))
+    url = {"info": "/info", "config": "/config"}.get(args.what) or "/containers/" + args.id
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(STATUS_TIMEOUT)
+            self.sock.connect(path)
+
+    conn = UnixConnection("localhost", timeout=STATUS_TIMEOUT)
+    try:
+        conn.request("GET", url)
+        response = conn.getresponse()
+        body = response.read().decode(errors="replace")
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        print(
+            f"pycrio status: cannot connect to {path}: is the daemon running? ({e.strerror})",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as e:
+        print(f"pycrio status: talking to {path} failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    if response.status != 200:
+        try:
+            message = json.loads(body).get("error", body)
+        except (ValueError, AttributeError):
+            message = body.strip()
+        print(f"pycrio status: {message}", file=sys.stderr)
+        return 1
+    sys.stdout.write(body if body.endswith("\n") else body + "\n")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pycrio.daemon import Daemon, StartupError
 
@@ -144,7 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command != "run":
         # Printing commands end quietly when piped into `head`.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    handlers = {"run": cmd_run, "config": cmd_config, "plugins": cmd_plugins}
+    handlers = {
+        "run": cmd_run,
+        "config": cmd_config,
+        "plugins": cmd_plugins,
+        "status": cmd_status,
+    }
     try:
         return handlers[command](args)
     except ConfigError as e:

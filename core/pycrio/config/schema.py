@@ -141,6 +141,15 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds in-flight calls get to finish on SIGTERM before they are cancelled.",
     ),
     Option(
+        "api",
+        "status_listen",
+        STR,
+        "",
+        "Path of the unix socket of the HTTP status API (`pycrio status`, /info, /config,"
+        " /containers/<id>, /debug/...; mode 0660); empty means pycrio-status.sock next to"
+        " the CRI socket.",
+    ),
+    Option(
         "runtime",
         "log_level",
         STR,
@@ -341,6 +350,42 @@ OPTIONS: tuple[Option, ...] = (
         reloadable=True,
     ),
     Option(
+        "metrics",
+        "enable_metrics",
+        BOOL,
+        False,
+        "Serve Prometheus metrics (CRI call counts and latencies, image pulls, OOM kills,"
+        " containers and pods by state, process metrics); see docs/metrics.md.",
+    ),
+    Option(
+        "metrics",
+        "metrics_host",
+        STR,
+        "127.0.0.1",
+        "Address the metrics endpoint listens on; the default keeps it off the network.",
+    ),
+    Option(
+        "metrics",
+        "metrics_port",
+        INT,
+        9090,
+        "TCP port of the metrics endpoint (http://<metrics_host>:<metrics_port>/metrics).",
+    ),
+    Option(
+        "metrics",
+        "metrics_cert",
+        STR,
+        "",
+        "PEM certificate file: with metrics_key, the endpoint serves HTTPS; empty means HTTP.",
+    ),
+    Option(
+        "metrics",
+        "metrics_key",
+        STR,
+        "",
+        "PEM private key file for metrics_cert.",
+    ),
+    Option(
         "plugins",
         "*",
         PLUGINS,
@@ -349,7 +394,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-TABLES: tuple[str, ...] = ("", "api", "runtime", "network", "image", "plugins")
+TABLES: tuple[str, ...] = ("", "api", "runtime", "network", "image", "metrics", "plugins")
 
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

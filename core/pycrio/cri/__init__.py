@@ -14,9 +14,25 @@ def core_plugins(kernel: Kernel) -> list[object]:
     from pycrio.cri.images import ImageService
     from pycrio.cri.runtime_info import RuntimeInfo
     from pycrio.cri.sandboxes import SandboxService
+    from pycrio.events import ContainerEvents
+    from pycrio.metrics import Metrics
+    from pycrio.server.status_api import StatusAPI
 
+    # First, so that its call wrappers (when metrics are on) see every call.
+    metrics = Metrics(kernel)
     images = ImageService(kernel)
     sandboxes = SandboxService(kernel)
     containers = ContainerService(kernel, images, sandboxes)
     sandboxes.containers = containers
-    return [RuntimeInfo(kernel), images, sandboxes, containers]
+    events = ContainerEvents(kernel, sandboxes, containers)
+    status_api = StatusAPI(kernel, sandboxes, containers)
+    return [
+        metrics,
+        *metrics.plugins(),
+        RuntimeInfo(kernel),
+        images,
+        sandboxes,
+        containers,
+        events,
+        status_api,
+    ]

@@ -17,12 +17,12 @@ from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument
 from pycrio.image.auth import credentials_from_cri
 from pycrio.image.image_store import ImageRecord, ImageStore
 from pycrio.image.manifest import ImageConfig, parse_image_config
-from pycrio.image.puller import Puller, PullSettings, candidates
+from pycrio.image.puller import Puller, PullReport, PullSettings, candidates
 from pycrio.image.reference import is_short_name, parse, parse_image_id
 from pycrio.image.registries_conf import RegistriesConfig
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
-from pycrio.kernel.kernel import Kernel
+from pycrio.kernel.kernel import Kernel, call_each
 from pycrio.storage.layer_store import LayerStore
 
 log = logging.getLogger("pycrio.image")
@@ -79,6 +79,7 @@ class ImageService:
         self.layers.clean_tmp()
         self.images = ImageStore(self.storage_root)
         self.puller = Puller(self.layers, self.images, pull_settings(config))
+        self.puller.on_pulled = self._report_pull
         self._collect_garbage()
 
     @hookimpl
@@ -99,6 +100,17 @@ class ImageService:
             return
         self.puller.settings = settings
         log.info("image settings reloaded (registries configuration re-read)")
+
+    def _report_pull(self, report: PullReport) -> None:
+        """Forward a pull to the pycrio_image_pulled hook; a failing observer never fails it."""
+        call_each(
+            self.kernel,
+            "pycrio_image_pulled",
+            image_id=report.image_id,
+            size=report.size,
+            fetched_layer_sizes=report.fetched_layer_sizes,
+            reused_layers=report.reused_layers,
+        )
 
     def _ready(self) -> tuple[LayerStore, ImageStore, Puller]:
         if self.layers is None or self.images is None or self.puller is None:

@@ -79,11 +79,24 @@ def candidates(name: str, registries: RegistriesConfig) -> list[Reference]:
     return [parse(name)]
 
 
+@dataclass(frozen=True)
+class PullReport:
+    """What one pull transferred, for metrics: reported once per pull, after commit."""
+
+    image_id: str
+    size: int
+    fetched_layer_sizes: list[int]  # compressed sizes of the layers downloaded
+    reused_layers: int  # layers that were already in the store
+
+
 class Puller:
     def __init__(self, layers: LayerStore, images: ImageStore, settings: PullSettings) -> None:
         self.layers = layers
         self.images = images
         self.settings = settings
+        # Told about every committed pull (the image service forwards it to the
+        # pycrio_image_pulled hook); the puller itself stays kernel-free.
+        self.on_pulled: Callable[[PullReport], None] | None = None
         self._pulls = SingleFlight()
         self._blobs = SingleFlight()
         self._clients: dict[tuple, RegistryClient] = {}
@@ -207,7 +220,7 @@ class Puller:
         config = mf.parse_image_config(config_bytes, source=f"config of {src}")
         mf.check_config_matches_manifest(parsed, config)
         chains = chain_ids(list(config.diff_ids))
-        self._fetch_layers(client, repo, parsed, list(config.diff_ids), chains)
+        fetched = self._fetch_layers(client, repo, parsed, list(config.diff_ids), chains)
 
         self.images.put_blob(digest, body)
         names = _names(ref, top_digest, digest)
@@ -231,6 +244,9 @@ class Puller:
             record.id,
             time.monotonic() - started,
         )
+        if self.on_pulled is not None:
+            sizes = [parsed.layers[i].size for i in sorted(fetched)]
+            self.on_pulled(PullReport(record.id, record.size, sizes, len(chains) - len(sizes)))
         return record
 
     def _config(self, client: RegistryClient, repo: str, desc: mf.Descriptor) -> bytes:
@@ -251,8 +267,10 @@ class Puller:
         manifest: mf.ImageManifest,
         diff_ids: list[str],
         chains: list[str],
-    ) -> None:
+    ) -> list[int]:
+        """Make sure every layer is in the store; return the indexes this pull fetched."""
         failed = threading.Event()
+        fetched: list[int] = []  # list.append is atomic: the workers share it
 
         def one(i: int) -> None:
             if failed.is_set():
@@ -260,6 +278,7 @@ class Puller:
             chain = chains[i]
             if self.layers.has(chain):
                 return
+            fetched.append(i)
             try:
                 self._blobs.do(
                     chain,
@@ -281,12 +300,13 @@ class Puller:
         if self.layers.mode is WhiteoutMode.APPLY:
             for i in indexes:  # each vfs layer starts as a copy of its parent
                 one(i)
-            return
+            return fetched
         workers = min(self.settings.max_parallel_downloads, len(chains)) or 1
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
             futures = [pool.submit(one, i) for i in indexes]
         for future in futures:  # all have ended: report the first failed layer
             future.result()
+        return fetched
 
     def _unpack(
         self,

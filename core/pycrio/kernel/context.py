@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -13,6 +14,8 @@ class CallContext:
     Kept free of gRPC types so plugins and the core can be exercised without a
     server: ``metadata`` is the caller's invocation metadata (for example a W3C
     ``traceparent``), ``deadline`` is a ``time.monotonic()`` instant or None.
+    ``is_active`` tells a long-running stream (GetContainerEvents) whether its
+    client is still there, so it can stop waiting for one that hung up.
     """
 
     method: str
@@ -20,6 +23,7 @@ class CallContext:
     deadline: float | None = None
     peer: str = ""
     started: float = field(default_factory=time.monotonic)
+    is_active: Callable[[], bool] = field(default=lambda: True, repr=False, compare=False)
 
     def time_remaining(self) -> float | None:
         if self.deadline is None:

@@ -312,3 +312,15 @@ class ExtensionSpecs:
         ``stopping`` and ``removing`` come before the pod's resources are
         released, so that its containers can be stopped or removed first.
         """
+
+    @hookspec
+    def pycrio_image_pulled(
+        self, image_id: str, size: int, fetched_layer_sizes: list[int], reused_layers: int
+    ) -> None:
+        """A pull committed an image (metrics, audit).
+
+        ``fetched_layer_sizes`` are the compressed sizes of the layers this pull
+        downloaded (their sum is the bytes it transferred); ``reused_layers``
+        counts the layers already in the store. Called once per pull, not once
+        per caller that joined it.
+        """

@@ -41,6 +41,7 @@ def _context(method: str, grpc_ctx: grpc.ServicerContext) -> CallContext:
         metadata=metadata,
         deadline=None if remaining is None else time.monotonic() + remaining,
         peer=grpc_ctx.peer(),
+        is_active=grpc_ctx.is_active,
     )
 
 
