@@ -31,7 +31,7 @@ install: .stamps/deb $(VENV)/.installed /etc/cni/net.d
 $(VENV)/.installed: Makefile pyproject.toml $(PLUGIN_PROJECTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' $(addprefix -e ,$(PLUGIN_DIRS))
+	$(PY) -m pip install -q -e '.[test,tracing]' $(addprefix -e ,$(PLUGIN_DIRS))
 	@touch $@
 
 run: install

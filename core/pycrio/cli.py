@@ -11,7 +11,7 @@ import pycrio
 from pycrio.config import Config, ConfigError, load
 from pycrio.config.schema import LOG_LEVELS
 
-BUILTIN_COMMANDS = ("run", "config", "plugins", "version", "status")
+BUILTIN_COMMANDS = ("run", "config", "plugins", "version", "status", "wipe", "check")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -58,7 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("what", choices=("info", "config", "containers"), help="what to show")
     status.add_argument("id", nargs="?", default="", help="container id (for containers)")
-    for p in (run, config, plugins, version, status):
+    wipe = sub.add_parser(
+        "wipe", help="remove all pods, containers and images (the daemon must be stopped)"
+    )
+    check = sub.add_parser("check", help="verify the stored state (the daemon must be stopped)")
+    check.add_argument(
+        "--repair", action="store_true", help="remove orphans and records that cannot be fixed"
+    )
+    for p in (run, config, plugins, version, status, wipe, check):
         _add_config_flags(p, suppress=True)
     return parser
 
@@ -169,6 +176,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_wipe(args: argparse.Namespace) -> int:
+    from pycrio.maintenance import wipe
+
+    return wipe(load_from_args(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pycrio.maintenance import check
+
+    return check(load_from_args(args), repair=args.repair)
+
+
 COMMANDS_GROUP = "pycrio.commands"
 
 
@@ -207,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": cmd_config,
         "plugins": cmd_plugins,
         "status": cmd_status,
+        "wipe": cmd_wipe,
+        "check": cmd_check,
     }
     try:
         return handlers[command](args)

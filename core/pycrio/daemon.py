@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pycrio
-from pycrio import logs, reaper
+from pycrio import logs, reaper, sdnotify
 from pycrio.config import Config, ConfigError
 from pycrio.config.schema import OPTIONS
 from pycrio.cri import core_plugins
@@ -141,8 +141,10 @@ class Daemon:
             except SocketInUse as e:
                 raise StartupError(str(e)) from e
             log.info("pycrio %s serving CRI on %s", pycrio.version(), self.config.listen)
+            sdnotify.notify(READY=1, MAINPID=os.getpid())
             self._serve(kernel)
         finally:
+            sdnotify.notify(STOPPING=1)
             grace = float(self.config.data["api"]["shutdown_timeout"])
             log.info("shutting down: finishing in-flight calls (up to %.0fs)", grace)
             server.stop(grace)
@@ -159,7 +161,11 @@ class Daemon:
             if signum != signal.SIGHUP:
                 log.info("received %s", signal.Signals(signum).name)
                 return
-            self.reload(kernel)
+            sdnotify.notify(RELOADING=1, MONOTONIC_USEC=sdnotify.monotonic_usec())
+            try:
+                self.reload(kernel)
+            finally:
+                sdnotify.notify(READY=1)
 
     def reload(self, kernel: Kernel) -> None:
         try:

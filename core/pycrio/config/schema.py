@@ -386,6 +386,29 @@ OPTIONS: tuple[Option, ...] = (
         "PEM private key file for metrics_cert.",
     ),
     Option(
+        "tracing",
+        "enable_tracing",
+        BOOL,
+        False,
+        "Record an OpenTelemetry span for every CRI call and the work under it, and export"
+        " them over OTLP; see docs/tracing.md.",
+    ),
+    Option(
+        "tracing",
+        "tracing_endpoint",
+        STR,
+        "127.0.0.1:4317",
+        "host:port of the OTLP/gRPC collector spans are sent to (plain text, no TLS).",
+    ),
+    Option(
+        "tracing",
+        "tracing_sampling_rate_per_million",
+        INT,
+        0,
+        "Calls per million that start a trace of their own; a call carrying a W3C"
+        " traceparent follows its caller's sampling decision. 1000000 traces every call.",
+    ),
+    Option(
         "plugins",
         "*",
         PLUGINS,
@@ -394,7 +417,16 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-TABLES: tuple[str, ...] = ("", "api", "runtime", "network", "image", "metrics", "plugins")
+TABLES: tuple[str, ...] = (
+    "",
+    "api",
+    "runtime",
+    "network",
+    "image",
+    "metrics",
+    "tracing",
+    "plugins",
+)
 
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

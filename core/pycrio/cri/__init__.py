@@ -16,10 +16,14 @@ def core_plugins(kernel: Kernel) -> list[object]:
     from pycrio.cri.sandboxes import SandboxService
     from pycrio.events import ContainerEvents
     from pycrio.metrics import Metrics
+    from pycrio.server.list_streaming import ListStreaming
     from pycrio.server.status_api import StatusAPI
+    from pycrio.tracing import Tracing
 
-    # First, so that its call wrappers (when metrics are on) see every call.
+    # First, so that their call wrappers (when enabled) see every call; the
+    # tracing wrappers, registered later, run outside the metrics ones.
     metrics = Metrics(kernel)
+    tracing = Tracing(kernel)
     images = ImageService(kernel)
     sandboxes = SandboxService(kernel)
     containers = ContainerService(kernel, images, sandboxes)
@@ -29,10 +33,13 @@ def core_plugins(kernel: Kernel) -> list[object]:
     return [
         metrics,
         *metrics.plugins(),
+        tracing,
+        *tracing.plugins(),
         RuntimeInfo(kernel),
         images,
         sandboxes,
         containers,
         events,
         status_api,
+        ListStreaming(kernel),
     ]

@@ -256,6 +256,36 @@ class CRISpecs:
     ) -> api_pb2.ImageFsInfoResponse | None:
         """Usage of the filesystems holding images and writable layers."""
 
+    # Server-streaming list calls of cri-api v0.36 (CRIListStreaming). The stubs
+    # lack their messages: pycrio.server.list_streaming builds them. Each returns
+    # an iterator of responses; the core streams the matching List* hook's items.
+
+    @_cri("RuntimeService", "StreamPodSandboxes")
+    def cri_stream_pod_sandboxes(self, request: Any, ctx: CallContext) -> Iterator[Any] | None:
+        """Server-streaming ListPodSandbox: StreamPodSandboxesResponse messages."""
+
+    @_cri("RuntimeService", "StreamContainers")
+    def cri_stream_containers(self, request: Any, ctx: CallContext) -> Iterator[Any] | None:
+        """Server-streaming ListContainers: StreamContainersResponse messages."""
+
+    @_cri("RuntimeService", "StreamContainerStats")
+    def cri_stream_container_stats(self, request: Any, ctx: CallContext) -> Iterator[Any] | None:
+        """Server-streaming ListContainerStats: StreamContainerStatsResponse messages."""
+
+    @_cri("RuntimeService", "StreamPodSandboxStats")
+    def cri_stream_pod_sandbox_stats(self, request: Any, ctx: CallContext) -> Iterator[Any] | None:
+        """Server-streaming ListPodSandboxStats: StreamPodSandboxStatsResponse messages."""
+
+    @_cri("RuntimeService", "StreamPodSandboxMetrics")
+    def cri_stream_pod_sandbox_metrics(
+        self, request: Any, ctx: CallContext
+    ) -> Iterator[Any] | None:
+        """Server-streaming ListPodSandboxMetrics: StreamPodSandboxMetricsResponse messages."""
+
+    @_cri("ImageService", "StreamImages")
+    def cri_stream_images(self, request: Any, ctx: CallContext) -> Iterator[Any] | None:
+        """Server-streaming ListImages: StreamImagesResponse messages."""
+
 
 class ExtensionSpecs:
     """Extension points with no CRI call behind them."""

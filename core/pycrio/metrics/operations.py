@@ -1,6 +1,6 @@
 """Per-call wrappers: one ``wrapper=True`` hook implementation per CRI hook.
 
-They are generated from CRI_HOOKS rather than written out so a call added to
+They are generated from CRI_HOOKS (pycrio.kernel.wrappers) so a call added to
 the hookspecs is measured without touching this module, and they live on a
 class of their own so that a daemon with metrics off does not register them
 at all (no wrapper, no cost on the call path).
@@ -12,19 +12,16 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from pycrio.errors import CRIError
-from pycrio.kernel.hookspecs import CRI_HOOKS, hookimpl
+from pycrio.kernel.wrappers import cri_wrapper_class, status_code
 
 if TYPE_CHECKING:
     from pycrio.metrics.registry import MetricSet
 
 
-def status_code(err: BaseException) -> str:
-    """The gRPC status code name the caller sees for ``err`` (as dispatch maps it)."""
-    return err.code.name if isinstance(err, CRIError) else "INTERNAL"
+__all__ = ["OperationMetrics", "status_code"]
 
 
-def _wrapper(method: str) -> Callable[..., Generator[None, Any, Any]]:
+def _wrapper(service: str, method: str) -> Callable[..., Generator[None, Any, Any]]:
     def wrap(self: Any) -> Generator[None, Any, Any]:
         started = time.perf_counter()
         try:
@@ -41,17 +38,10 @@ def _wrapper(method: str) -> Callable[..., Generator[None, Any, Any]]:
     return wrap
 
 
-def _build_class() -> type:
-    attrs: dict[str, Any] = {
-        "__doc__": "Counts and times every CRI call (registered only with metrics on).",
-        "__init__": lambda self, metrics: setattr(self, "metrics", metrics),
-    }
-    for hook, (_service, method) in CRI_HOOKS.items():
-        fn = _wrapper(method)
-        fn.__name__ = fn.__qualname__ = hook
-        attrs[hook] = hookimpl(wrapper=True)(fn)
-    return type("OperationMetrics", (), attrs)
-
-
 #: ``OperationMetrics(metric_set)`` is the plugin object to register.
-OperationMetrics: Callable[[MetricSet], object] = _build_class()
+OperationMetrics: Callable[[MetricSet], object] = cri_wrapper_class(
+    "OperationMetrics",
+    "Counts and times every CRI call (registered only with metrics on).",
+    _wrapper,
+    lambda self, metrics: setattr(self, "metrics", metrics),
+)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from pycrio.kernel.kernel import Kernel
+from pycrio.server import list_streaming
 from pycrio.server.dispatch import generic_handlers
 
 log = logging.getLogger("pycrio.server")
@@ -71,7 +72,8 @@ class GrpcServer:
         prepare_socket_path(self.path)
         server = grpc.server(
             ThreadPoolExecutor(max_workers=api["grpc_workers"], thread_name_prefix="cri"),
-            handlers=generic_handlers(self.kernel),
+            # The streaming list calls the stubs lack, tried after the stubs' methods.
+            handlers=generic_handlers(self.kernel) + list_streaming.generic_handlers(self.kernel),
             options=[
                 ("grpc.max_send_message_length", api["grpc_max_send_msg_size"]),
                 ("grpc.max_receive_message_length", api["grpc_max_recv_msg_size"]),

@@ -5,6 +5,7 @@ from cri_api.v1 import api_pb2
 from pycrio.kernel.hookspecs import CRI_HOOKS, CRISpecs
 from pycrio.kernel.kernel import new_plugin_manager
 from pycrio.server.dispatch import SERVICES, hook_name
+from pycrio.server.list_streaming import CALLS
 
 
 def test_one_firstresult_hook_per_rpc_of_both_services() -> None:
@@ -14,6 +15,10 @@ def test_one_firstresult_hook_per_rpc_of_both_services() -> None:
         for m in api_pb2.DESCRIPTOR.services_by_name[service].methods
     }
     assert len(rpcs) == 35
+    # The streaming list calls of cri-api v0.36, which the stubs lack.
+    streaming = {(c.service, c.method) for c in CALLS}
+    assert len(streaming) == 6 and not streaming & rpcs
+    rpcs |= streaming
     assert set(CRI_HOOKS.values()) == rpcs
     pm = new_plugin_manager()
     for service, method in rpcs:
@@ -30,6 +35,7 @@ def test_hook_names_are_snake_case_of_the_rpc() -> None:
     assert hook_name("ExecSync") == "cri_exec_sync"
     assert hook_name("ListPodSandboxStats") == "cri_list_pod_sandbox_stats"
     assert hook_name("GetContainerEvents") == "cri_get_container_events"
+    assert hook_name("StreamPodSandboxes") == "cri_stream_pod_sandboxes"
 
 
 def test_extension_hooks_exist() -> None:
