@@ -168,7 +168,7 @@ def test_default_implementation_streams_the_list_result(monkeypatch) -> None:
     impl = ListStreaming(SimpleNamespace(hook=hook))
     request = MESSAGES["StreamPodSandboxesRequest"]()
     responses = list(impl.cri_stream_pod_sandboxes(request=request, ctx=None))
-    assert [len(r.pod_sandboxes) for r in responses] == [100, 100, 50]
+    assert [len(r.pod_sandboxes) for r in responses] == [1] * 250  # one item per message
     assert [p.id for r in responses for p in r.pod_sandboxes] == [p.id for p in pods]
 
     request.filter.id = "pod7"

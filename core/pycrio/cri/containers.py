@@ -116,7 +116,27 @@ class ContainerService:
                 self._undo(record)
                 continue
             self.names.restore(record.reservation, record.id, record.id)
+            self._reconcile(record)
             self._refresh(record)
+
+    def _reconcile(self, record: ContainerRecord) -> None:
+        """A daemon killed right after ``runtime start`` left the record CREATED: fix it."""
+        if record.state != CREATED or not record.runtime_created:
+            return
+        driver = self.kernel.runtime_driver(record.runtime_handler)
+        if driver is None:
+            return
+        try:
+            state = driver.state(record.id)
+        except CRIError:
+            return  # gone or unknown: _refresh and the exit file tell the rest
+        if state.status in ("running", "paused", "stopped"):
+            log.warning(
+                "container %s was started when pycrio stopped; marking it started", record.id
+            )
+            record.state = RUNNING
+            record.started_at = record.started_at or time.time_ns()
+            self._store().save(record)
 
     def _store(self) -> ContainerStore:
         if self.store is None:

@@ -16,7 +16,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 
 from pycrio.errors import Internal
-from pycrio.storage.atomic import write_atomic
+from pycrio.storage.atomic import clean_temp, write_atomic
 
 
 @dataclass
@@ -81,7 +81,9 @@ class ImageStore:
     def blobs(self) -> set[str]:
         found = set()
         for algorithm in os.listdir(self.blobs_dir):
-            for hex_ in os.listdir(os.path.join(self.blobs_dir, algorithm)):
+            directory = os.path.join(self.blobs_dir, algorithm)
+            clean_temp(directory)  # left by a daemon killed mid-write
+            for hex_ in os.listdir(directory):
                 found.add(f"{algorithm}:{hex_}")
         return found
 

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from pycrio import reaper
@@ -31,21 +32,39 @@ KINDS = ("net", "ipc", "uts", "pid")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+_mount_lock = threading.Lock()
+
+
 def ensure_private_dir(path: str) -> None:
-    """Make ``path`` a private mount so pins do not propagate to other mounts."""
+    """Make ``path`` a private mount so pins do not propagate to other mounts.
+
+    Serialized: two pods starting at once would otherwise each stack a bind
+    mount of the directory on itself.
+    """
     os.makedirs(path, mode=0o711, exist_ok=True)
-    if is_mountpoint(path):  # os.path.ismount misses a bind mount of a dir onto itself
-        return
-    for argv in (["mount", "--bind", path, path], ["mount", "--make-private", path]):
-        result = reaper.run(argv, timeout=PIN_TIMEOUT, capture_output=True)
-        if result.returncode != 0:
-            raise Internal(f"{' '.join(argv)}: {result.stderr.decode(errors='replace').strip()}")
+    with _mount_lock:
+        if is_mountpoint(path):  # os.path.ismount misses a bind mount of a dir onto itself
+            return
+        for argv in (["mount", "--bind", path, path], ["mount", "--make-private", path]):
+            result = reaper.run(argv, timeout=PIN_TIMEOUT, capture_output=True)
+            if result.returncode != 0:
+                err = result.stderr.decode(errors="replace").strip()
+                raise Internal(f"{' '.join(argv)}: {err}")
 
 
 def release_private_dir(path: str) -> None:
-    """Undo ensure_private_dir once nothing is pinned below ``path``."""
-    if is_mountpoint(path) and _libc.umount2(path.encode(), MNT_DETACH) != 0:
-        log.warning("unmounting %s: %s", path, os.strerror(ctypes.get_errno()))
+    """Undo ensure_private_dir once nothing is pinned below ``path``.
+
+    Unmounts until the directory is no longer a mount point, in case an
+    older daemon stacked several bind mounts there.
+    """
+    with _mount_lock:
+        for _ in range(16):
+            if not is_mountpoint(path):
+                return
+            if _libc.umount2(path.encode(), MNT_DETACH) != 0:
+                log.warning("unmounting %s: %s", path, os.strerror(ctypes.get_errno()))
+                return
 
 
 def pin(

@@ -10,13 +10,12 @@ api.proto for the element and filter types; serialization is protobuf's.
 
 Each call has a hook ``cri_stream_<name>`` like every other CRI call. The
 default implementation (:class:`ListStreaming`) answers it with the matching
-List* hook, so a stream carries exactly what the List call returns, split into
-responses of at most ``CHUNK_ITEMS`` items and about ``CHUNK_BYTES`` bytes; an
-empty list streams no response at all. The handlers are generic handlers for
-the same service names as the stubs' ones and are tried after them (gRPC asks
-each generic handler in turn and the stubs' handler knows none of these
-methods). Should a newer stubs package define a method, its own handler
-serves it and ours is left out.
+List* hook, so a stream carries exactly what the List call returns, one item
+per response (see ``CHUNK_ITEMS``); an empty list streams no response at all.
+The handlers are generic handlers for the same service names as the stubs'
+ones and are tried after them (gRPC asks each generic handler in turn and the
+stubs' handler knows none of these methods). Should a newer stubs package
+define a method, its own handler serves it and ours is left out.
 """
 
 from __future__ import annotations
@@ -39,8 +38,11 @@ if TYPE_CHECKING:
 PACKAGE = "runtime.v1"
 FILE_NAME = "pycrio/runtime/v1/list_streaming.proto"
 
-#: A response carries at most this many items ...
-CHUNK_ITEMS = 100
+#: A response carries one item. The KEP's proto declares a singular field
+#: (``PodSandbox pod_sandbox = 1``) where implementations use a repeated one
+#: with the same number: one item per message is the same bytes under both,
+#: whereas several would be merged into one by a singular-field parser.
+CHUNK_ITEMS = 1
 #: ... and is closed once its items add up to this many bytes.
 CHUNK_BYTES = 1 << 20
 

@@ -12,7 +12,7 @@ import threading
 from dataclasses import asdict
 from typing import Any, Generic, Protocol, TypeVar
 
-from pycrio.storage.atomic import write_atomic
+from pycrio.storage.atomic import clean_temp, write_atomic
 
 
 class _Record(Protocol):
@@ -26,6 +26,7 @@ class RecordStore(Generic[R]):
     def __init__(self, directory: str, record_type: type[R]) -> None:
         self.directory = directory
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        clean_temp(directory)  # a daemon killed mid-save leaves its temporary file
         self._lock = threading.Lock()
         self._records: dict[str, R] = {}
         for name in os.listdir(directory):
