@@ -31,6 +31,7 @@ from pycrio.container.record import (
     ContainerRecord,
     ContainerStore,
 )
+from pycrio.cri.selection import fill_usage, selected
 from pycrio.errors import (
     CRIError,
     DeadlineExceeded,
@@ -622,15 +623,8 @@ class ContainerService:
             if r.state == CREATING or r.infra:
                 continue
             r = self._refresh(r)
-            if f is not None:
-                if f.id and not r.id.startswith(f.id):
-                    continue
-                if f.pod_sandbox_id and not r.sandbox_id.startswith(f.pod_sandbox_id):
-                    continue
-                if f.HasField("state") and STATES[r.state] != f.state.state:
-                    continue
-                if any(r.labels.get(k) != v for k, v in f.label_selector.items()):
-                    continue
+            if not selected(f, id=r.id, labels=r.labels, state=STATES[r.state], pod=r.sandbox_id):
+                continue
             out.append(
                 api_pb2.Container(
                     id=r.id,
@@ -701,15 +695,7 @@ class ContainerService:
             except NotFound:
                 usage = None
             if usage is not None:
-                stats.cpu.timestamp = now
-                stats.cpu.usage_core_nano_seconds.value = usage.cpu_usage_ns
-                stats.memory.timestamp = now
-                stats.memory.working_set_bytes.value = usage.memory_working_set_bytes
-                stats.memory.usage_bytes.value = usage.memory_usage_bytes
-                stats.memory.rss_bytes.value = usage.memory_rss_bytes
-                stats.memory.page_faults.value = usage.memory_page_faults
-                stats.memory.major_page_faults.value = usage.memory_major_page_faults
-                stats.memory.available_bytes.value = usage.memory_available_bytes
+                fill_usage(stats.cpu, stats.memory, usage, now)
         if self.rootfs is not None:
             used, inodes = self.rootfs.usage(r.id)
             stats.writable_layer.timestamp = now
@@ -733,13 +719,8 @@ class ContainerService:
         for r in self._store().all():
             if r.state == CREATING or r.infra:
                 continue
-            if f is not None:
-                if f.id and not r.id.startswith(f.id):
-                    continue
-                if f.pod_sandbox_id and not r.sandbox_id.startswith(f.pod_sandbox_id):
-                    continue
-                if any(r.labels.get(k) != v for k, v in f.label_selector.items()):
-                    continue
+            if not selected(f, id=r.id, labels=r.labels, pod=r.sandbox_id):
+                continue
             out.append(self._stats(self._refresh(r)))
         return api_pb2.ListContainerStatsResponse(stats=out)
 
