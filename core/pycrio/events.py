@@ -34,6 +34,7 @@ from typing import Any
 
 from cri_api.v1 import api_pb2
 
+from pycrio.cri.containers import STATES, container_status
 from pycrio.errors import CRIError, ResourceExhausted
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
@@ -60,11 +61,7 @@ EVENT_TYPES = {
     STOPPED: api_pb2.CONTAINER_STOPPED_EVENT,
     DELETED: api_pb2.CONTAINER_DELETED_EVENT,
 }
-CONTAINER_STATES = {
-    "created": api_pb2.CONTAINER_CREATED,
-    "running": api_pb2.CONTAINER_RUNNING,
-    "exited": api_pb2.CONTAINER_EXITED,
-}
+CONTAINER_STATES = STATES  # record state -> CRI ContainerState
 
 
 class SubscriberTooSlow(ResourceExhausted):
@@ -271,29 +268,6 @@ class ContainerEvents:
         is_active = getattr(ctx, "is_active", None) or (lambda: True)
         return self.bus.stream(sub, is_active)
 
-
-def container_status(r: Any) -> api_pb2.ContainerStatus:
-    """The CRI status of a container record (what the kubelet's pod cache needs)."""
-    return api_pb2.ContainerStatus(
-        id=r.id,
-        metadata=api_pb2.ContainerMetadata(name=r.name, attempt=r.attempt),
-        state=CONTAINER_STATES[r.state],
-        created_at=r.created_at,
-        started_at=r.started_at,
-        finished_at=r.finished_at,
-        exit_code=r.exit_code,
-        image=api_pb2.ImageSpec(image=r.image),
-        image_ref=r.image_ref,
-        image_id=r.image_id,
-        reason=r.reason,
-        message=r.message,
-        labels=r.labels,
-        annotations=r.annotations,
-        log_path=r.log_path,
-    )
-
-
-# --- exit-file watcher ---------------------------------------------------------
 
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080

@@ -15,6 +15,7 @@ import pytest
 from cri_api.v1 import api_pb2
 
 from pycrio import events
+from pycrio.container.record import ContainerRecord
 from pycrio.errors import ResourceExhausted
 from pycrio.events import ContainerEvents, EventBus, ExitWatcher
 
@@ -116,11 +117,10 @@ class FakeStore:
 
 
 def record(cid: str, state: str = "created", started_at: int = 0) -> Any:
-    return SimpleNamespace(
-        id=cid, sandbox_id="pod", state=state, infra=False, name=cid, attempt=0,
-        created_at=1, started_at=started_at, finished_at=0, exit_code=0, image="img",
-        image_ref="ref", image_id="iid", reason="", message="", labels={}, annotations={},
-        log_path="/l",
+    return ContainerRecord(
+        id=cid, name=cid, attempt=0, sandbox_id="pod", reservation=cid, image="img",
+        image_id="iid", image_ref="ref", runtime_handler="runc", created_at=1, state=state,
+        started_at=started_at, log_path="/l",
     )  # fmt: skip
 
 

@@ -577,37 +577,7 @@ class ContainerService:
         self, request: api_pb2.ContainerStatusRequest, ctx: CallContext
     ) -> api_pb2.ContainerStatusResponse:
         r = self.lookup(request.container_id)
-        status = api_pb2.ContainerStatus(
-            id=r.id,
-            metadata=self._metadata(r),
-            state=STATES[r.state],
-            created_at=r.created_at,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-            exit_code=r.exit_code,
-            image=api_pb2.ImageSpec(image=r.image),
-            image_ref=r.image_ref,
-            image_id=r.image_id,
-            reason=r.reason,
-            message=r.message,
-            labels=r.labels,
-            annotations=r.annotations,
-            log_path=r.log_path,
-            mounts=[
-                api_pb2.Mount(
-                    container_path=m["container_path"],
-                    host_path=m["host_path"],
-                    readonly=m["readonly"],
-                    propagation=m["propagation"],
-                )
-                for m in r.mounts
-            ],
-        )
-        linux_user = status.user.linux
-        linux_user.uid = r.user.get("uid", 0)
-        linux_user.gid = r.user.get("gid", 0)
-        linux_user.supplemental_groups.extend(r.user.get("supplemental_groups", []))
-        _resources_to_cri(r.resources, status.resources.linux)
+        status = container_status(r)
         response = api_pb2.ContainerStatusResponse(status=status)
         if request.verbose:
             response.info["info"] = json.dumps(asdict(r), sort_keys=True)
@@ -733,6 +703,42 @@ class ContainerService:
             raise FailedPrecondition(f"container {r.id} is not running; its log is closed")
         conmon.reopen_log(r.state_dir)
         return api_pb2.ReopenContainerLogResponse()
+
+
+def container_status(r: ContainerRecord) -> api_pb2.ContainerStatus:
+    """The CRI status of a container record: for ContainerStatus and for events."""
+    status = api_pb2.ContainerStatus(
+        id=r.id,
+        metadata=api_pb2.ContainerMetadata(name=r.name, attempt=r.attempt),
+        state=STATES[r.state],
+        created_at=r.created_at,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        exit_code=r.exit_code,
+        image=api_pb2.ImageSpec(image=r.image),
+        image_ref=r.image_ref,
+        image_id=r.image_id,
+        reason=r.reason,
+        message=r.message,
+        labels=r.labels,
+        annotations=r.annotations,
+        log_path=r.log_path,
+        mounts=[
+            api_pb2.Mount(
+                container_path=m["container_path"],
+                host_path=m["host_path"],
+                readonly=m["readonly"],
+                propagation=m["propagation"],
+            )
+            for m in r.mounts
+        ],
+    )
+    linux_user = status.user.linux
+    linux_user.uid = r.user.get("uid", 0)
+    linux_user.gid = r.user.get("gid", 0)
+    linux_user.supplemental_groups.extend(r.user.get("supplemental_groups", []))
+    _resources_to_cri(r.resources, status.resources.linux)
+    return status
 
 
 def _resources_to_cri(resources: dict[str, Any], out: api_pb2.LinuxContainerResources) -> None:
