@@ -12,6 +12,7 @@ that did not leave the group. Then the runtime itself is killed.
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import signal
@@ -21,6 +22,8 @@ import time
 from pycrio import reaper
 from pycrio.errors import Internal
 from pycrio.kernel.interfaces import ExecResult
+
+log = logging.getLogger("pycrio.oci")
 
 CHUNK = 65536
 #: How long to keep draining pipes once the process was killed: a grandchild
@@ -163,7 +166,8 @@ def run(
             try:
                 proc.wait(timeout=wait_timeout)
             except subprocess.TimeoutExpired:
-                pass
+                # released below: the daemon's reaper collects it when it finally dies
+                log.warning("runtime exec %d survived SIGKILL for %ss", proc.pid, wait_timeout)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
