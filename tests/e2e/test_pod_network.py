@@ -166,6 +166,11 @@ def test_two_pods_get_distinct_ips_reach_each_other_and_leave_nothing(
     ns_a, ns_b = netns_of(rt, a), netns_of(rt, b)
     ping = run("nsenter", f"--net={ns_a}", BUSYBOX, "ping", "-c", "1", "-W", "3", ip_b)
     assert "1 packets received" in ping.stdout
+    stats = rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=a)).stats
+    net = stats.linux.network
+    assert net.default_interface.name == "eth0"
+    assert net.default_interface.tx_bytes.value > 0 and net.default_interface.rx_bytes.value > 0
+    assert [i.name for i in net.interfaces] == ["eth0"]
     assert run("ip", "-o", "link").stdout.count("veth") == links_before + 2
 
     for pod_id in (a, b):

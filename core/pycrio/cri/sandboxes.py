@@ -29,13 +29,14 @@ from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.interfaces import PodNetwork, PortMapping
 from pycrio.kernel.kernel import Kernel, call_each
 from pycrio.reservations import Reservations
-from pycrio.sandbox import files, namespaces, validate
+from pycrio.sandbox import files, namespaces, netstats, validate
 from pycrio.sandbox.record import CREATING, NOTREADY, READY, SandboxRecord, SandboxStore
 
 log = logging.getLogger("pycrio.sandbox")
 
 MODES = {api_pb2.POD: "pod", api_pb2.CONTAINER: "container", api_pb2.NODE: "node"}
 STATES = {READY: api_pb2.SANDBOX_READY, NOTREADY: api_pb2.SANDBOX_NOTREADY}
+DEFAULT_INTERFACE = "eth0"  # the interface CNI plugins create in the pod (CNI_IFNAME)
 
 
 def reservation_name(md: api_pb2.PodSandboxMetadata) -> str:
@@ -532,6 +533,8 @@ class SandboxService:
                 id=r.id, metadata=self._metadata(r), labels=r.labels, annotations=r.annotations
             )
         )
+        if r.netns_path() and r.state == READY:
+            self._network_stats(r, stats.linux.network)
         driver = self.kernel.cgroup_driver
         if driver is None or not r.cgroup_path:
             return stats
@@ -542,6 +545,23 @@ class SandboxService:
         linux.process.timestamp = now
         linux.process.process_count.value = usage.pids
         return stats
+
+    def _network_stats(self, r: SandboxRecord, usage: api_pb2.NetworkUsage) -> None:
+        try:
+            counters = netstats.read(r.netns_path())
+        except (CRIError, OSError) as e:
+            log.debug("network counters of pod %s: %s", r.id, e)
+            return
+        usage.timestamp = time.time_ns()
+        for c in counters:
+            if c.name == "lo":
+                continue
+            item = api_pb2.NetworkInterfaceUsage(name=c.name)
+            item.rx_bytes.value, item.rx_errors.value = c.rx_bytes, c.rx_errors
+            item.tx_bytes.value, item.tx_errors.value = c.tx_bytes, c.tx_errors
+            usage.interfaces.append(item)
+            if c.name == DEFAULT_INTERFACE:
+                usage.default_interface.CopyFrom(item)
 
     @hookimpl
     def cri_pod_sandbox_stats(
