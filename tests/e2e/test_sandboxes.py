@@ -306,3 +306,32 @@ def test_pods_survive_a_restart_and_stop_tears_down_after_it(daemon, tmp_path: P
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
     rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
     assert mounts_of(pod_id) == []
+
+
+def test_host_ports_of_a_dual_stack_pod_are_mapped_for_both_families(
+    start_daemon, plugin_site, tmp_path
+) -> None:
+    import subprocess
+
+    d = start_daemon(
+        env={"PYTHONPATH": str(plugin_site)},
+        config="[network]\ndriver = 'testnet'\nhostport_manager = 'iptables'\n"
+        "[plugins.testnet]\nips = ['10.89.0.7', 'fd00::7']\n",
+    )
+    config = pod_config("dual", tmp_path)
+    config.port_mappings.append(
+        api_pb2.PortMapping(protocol=api_pb2.TCP, host_port=38081, container_port=80)
+    )
+    rt = d.runtime()
+    pod_id = rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config)).pod_sandbox_id
+
+    def rules(tool: str) -> str:
+        return subprocess.run(
+            [tool, "-t", "nat"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+
+    assert "10.89.0.7:80" in rules("iptables-save")
+    assert "[fd00::7]:80" in rules("ip6tables-save")
+    rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    assert "10.89.0.7:80" not in rules("iptables-save")
+    assert "fd00::7" not in rules("ip6tables-save")

@@ -331,7 +331,12 @@ class SandboxService:
                 raise FailedPrecondition("the pod maps host ports but got no IP address")
             record.hostports_up = True
             self._store().save(record)
-            hostport.add(record.id, record.ips[0], [PortMapping(**m) for m in mappings])
+            families = set()
+            for ip in record.ips:  # the first address of each family (dual-stack pods)
+                family = 6 if ":" in ip else 4
+                if family not in families:
+                    families.add(family)
+                    hostport.add(record.id, ip, [PortMapping(**m) for m in mappings])
 
     # --- undo, stop, remove ----------------------------------------------------
 
