@@ -1,0 +1,1 @@
+"""Streaming (exec, attach, port-forward) protocols and server."""
