@@ -52,10 +52,10 @@ def pod_config(name: str, tmp: Path) -> api_pb2.PodSandboxConfig:
 
 
 def test_infra_container_runs_in_the_pod_and_goes_with_it(
-    start_daemon, registry, pause_image, tmp_path: Path
+    start_daemon, registry, pause_image, plugin_site, tmp_path: Path
 ) -> None:
     d = image_daemon(
-        start_daemon,
+        lambda **kw: start_daemon(env={"PYTHONPATH": str(plugin_site)}, **kw),
         tmp_path,
         registries=insecure(registry.host),
         top="[runtime]\ndrop_infra_ctr = false\n",
@@ -73,12 +73,17 @@ def test_infra_container_runs_in_the_pod_and_goes_with_it(
     infra_id = info["infra_id"]
     assert len(infra_id) == 64
     # pulled on demand, hidden from the kubelet's container list
-    assert [i.repo_tags[0] for i in d.images().ListImages(api_pb2.ListImagesRequest()).images] == [
-        pause_image.name
-    ]
+    pulled = d.images().ImageStatus(
+        api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image=pause_image.name))
+    )
+    assert list(pulled.image.repo_tags) == [pause_image.name]
     assert rt.ListContainers(api_pb2.ListContainersRequest()).containers == []
     status = rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=infra_id)).status
     assert status.state == api_pb2.CONTAINER_RUNNING
+    # plugins adjust the infra container's spec through the sandbox-spec hook
+    bundle = d.tmp / "runroot" / "containers" / infra_id / "bundle" / "config.json"
+    annotations = json.loads(bundle.read_text())["annotations"]
+    assert annotations["io.pycrio.test/adjusted-as"] == "sandbox"
     state = subprocess.run(
         ["runc", "--root", str(d.tmp / "runroot" / "drivers" / "runc" / "root"), "state", infra_id],
         capture_output=True,

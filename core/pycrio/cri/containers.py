@@ -404,9 +404,17 @@ class ContainerService:
         sandbox: SandboxRecord,
         ctx: CallContext,
     ) -> list[CRIError]:
-        """Let plugins (OCI hooks, NRI) change the spec; their CRI errors fail the create."""
+        """Let plugins (OCI hooks, NRI) change the spec; their CRI errors fail the create.
+
+        An infra container's spec goes to the sandbox-spec hook instead.
+        """
         errors: list[CRIError] = []
-        for impl in self.kernel.pm.hook.pycrio_adjust_container_spec.get_hookimpls():
+        hook = (
+            self.kernel.pm.hook.pycrio_adjust_sandbox_spec
+            if record.infra
+            else self.kernel.pm.hook.pycrio_adjust_container_spec
+        )
+        for impl in hook.get_hookimpls():
             args = {"spec": spec, "container": record, "sandbox": sandbox, "ctx": ctx}
             try:
                 impl.function(**{name: args[name] for name in impl.argnames})
