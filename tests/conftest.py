@@ -78,17 +78,8 @@ def start_daemon(tmp_path: Path) -> Iterator:
     yield start
     for d in started:
         if d.proc is not None and d.proc.poll() is None:
-            _remove_all_pods(d)
+            d.remove_all_pods()
         d.stop()
-
-
-def _remove_all_pods(d: DaemonProcess) -> None:
-    """Leave no pod behind: its mounts and namespaces would outlive the test."""
-    from cri_api.v1 import api_pb2
-
-    rt = d.runtime()
-    for pod in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=30).items:
-        rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
 
 
 def _require_tools() -> None:
@@ -150,3 +141,25 @@ def auth_images(
         "latest",
         built=built,
     )
+
+
+@pytest.fixture(scope="session")
+def token_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[registry_env.RegistryServer, registry_env.PushedImage]]:
+    """A registry with token auth (a TokenServer on 127.0.0.1) holding busybox."""
+    _require_tools()
+    workdir = tmp_path_factory.mktemp("token-registry")
+    try:
+        with registry_env.running_registry(workdir / "reg", auth="token") as reg:
+            layout = registry_env.OCILayout(workdir / "layout")
+            built = layout.build_image(
+                [registry_env.compress_layer(registry_env.busybox_rootfs_tar())], tag="bb"
+            )
+            img = registry_env.push(
+                registry_env.Skopeo(workdir / "skopeo"), layout, "bb", reg, "private/bb", "1",
+                built=built,
+            )  # fmt: skip
+            yield reg, img
+    except registry_env.Unsupported as exc:
+        pytest.skip(str(exc))

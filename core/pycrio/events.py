@@ -329,8 +329,10 @@ class ExitWatcher:
         self._fd = None
 
     def _run(self) -> None:
-        pending: set[str] = set()
         seen: dict[str, float] = {}
+        # Exits written before the watch existed (between the container
+        # service's startup refresh and now) would otherwise wait for a poll.
+        pending: set[str] = self._scan(seen)
         while True:
             timeout = RETRY_INTERVAL if pending else None
             if self._fd is None:

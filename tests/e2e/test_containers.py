@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -22,8 +23,8 @@ from container_e2e import (
     RUNNING,
     Pod,
     assert_nothing_left,
-    daemon_config,
     host_mounts,
+    module_daemon,
     parse_log,
     pod_config,
     processes_mentioning,
@@ -43,21 +44,14 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def crio(
-    tmp_path_factory: pytest.TempPathFactory, registry, images: Images
+    tmp_path_factory: pytest.TempPathFactory, registry: Any, images: Any
 ) -> Iterator[DaemonProcess]:
-    tmp = tmp_path_factory.mktemp("crio")
-    d = DaemonProcess(tmp, [], dict(os.environ))
-    d.config.write_text(daemon_config(tmp / "conf", registry.host))
-    d.start()
-    try:
-        pull(d, images.busybox.name)
-        pull(d, images.multilayer.name)
+    with module_daemon(
+        tmp_path_factory.mktemp("crio"),
+        registry.host,
+        [images.busybox.name, images.multilayer.name],
+    ) as d:
         yield d
-    finally:
-        rt = d.runtime()
-        for p in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=30).items:
-            rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=p.id), timeout=60)
-        d.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ at once (the exit-file watcher), not at the next Status call."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -14,10 +13,9 @@ from typing import Any
 import grpc
 import pytest
 import registry_env
-from container_e2e import Pod, assert_nothing_left, daemon_config, pod_config
+from container_e2e import Pod, assert_nothing_left, module_daemon, pod_config
 from cri_api.v1 import api_pb2
 from daemon import DaemonProcess
-from image_e2e import pull
 
 pytestmark = pytest.mark.e2e
 
@@ -31,20 +29,12 @@ ORDER = [
 
 @pytest.fixture(scope="module")
 def crio(
-    tmp_path_factory: pytest.TempPathFactory, registry: Any, images: registry_env.TestImages
+    tmp_path_factory: pytest.TempPathFactory, registry: Any, images: Any
 ) -> Iterator[DaemonProcess]:
-    tmp = tmp_path_factory.mktemp("events")
-    d = DaemonProcess(tmp, [], dict(os.environ))
-    d.config.write_text(daemon_config(tmp / "conf", registry.host))
-    d.start()
-    try:
-        pull(d, images.busybox.name)
+    with module_daemon(
+        tmp_path_factory.mktemp("events"), registry.host, [images.busybox.name]
+    ) as d:
         yield d
-    finally:
-        rt = d.runtime()
-        for p in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=30).items:
-            rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=p.id), timeout=60)
-        d.stop()
 
 
 class Subscriber:

@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 import registry_env
-from container_e2e import Pod, daemon_config, pod_config
-from cri_api.v1 import api_pb2
+from container_e2e import Pod, module_daemon, pod_config
 from daemon import DaemonProcess
-from image_e2e import pull
 
 pytestmark = pytest.mark.e2e
 
@@ -50,20 +48,12 @@ def get(d: DaemonProcess, url: str, method: str = "GET") -> tuple[int, str, str]
 
 @pytest.fixture(scope="module")
 def crio(
-    tmp_path_factory: pytest.TempPathFactory, registry: Any, images: registry_env.TestImages
+    tmp_path_factory: pytest.TempPathFactory, registry: Any, images: Any
 ) -> Iterator[DaemonProcess]:
-    tmp = tmp_path_factory.mktemp("status")
-    d = DaemonProcess(tmp, [], dict(os.environ))
-    d.config.write_text(daemon_config(tmp / "conf", registry.host))
-    d.start()
-    try:
-        pull(d, images.busybox.name)
+    with module_daemon(
+        tmp_path_factory.mktemp("status"), registry.host, [images.busybox.name]
+    ) as d:
         yield d
-    finally:
-        rt = d.runtime()
-        for p in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=30).items:
-            rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=p.id), timeout=60)
-        d.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ depend on CNI; every daemon gets its own registries.conf and policy.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,21 @@ def daemon_config(tmp: Path, registry_host: str, extra: str = "") -> str:
         f"signature_policy = {toml(tmp / 'policy.json')}\n"
         f"certs_dirs = [{toml(tmp / 'certs.d')}]\n"
     )
+
+
+@contextlib.contextmanager
+def module_daemon(tmp: Path, registry_host: str, pulls: Iterable[str]) -> Iterator[DaemonProcess]:
+    """A daemon shared by a test module, with images pulled; its pods go with it."""
+    d = DaemonProcess(tmp, [], dict(os.environ))
+    d.config.write_text(daemon_config(tmp / "conf", registry_host))
+    d.start()
+    try:
+        for name in pulls:
+            image_e2e.pull(d, name)
+        yield d
+    finally:
+        d.remove_all_pods()
+        d.stop()
 
 
 def pod_config(

@@ -81,6 +81,12 @@ class DaemonProcess:
     def images(self) -> api_pb2_grpc.ImageServiceStub:
         return api_pb2_grpc.ImageServiceStub(self.channel())
 
+    def remove_all_pods(self) -> None:
+        """Leave no pod behind: its mounts, namespaces and containers would outlive a test."""
+        rt = self.runtime()
+        for pod in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=30).items:
+            rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 

@@ -591,15 +591,17 @@ class ContainerService:
             response.info["info"] = json.dumps(asdict(r), sort_keys=True)
         return response
 
+    def _listed(self) -> list[ContainerRecord]:
+        """What the kubelet may see: complete containers, not the pods' infra containers."""
+        return [r for r in self._store().all() if r.state != CREATING and not r.infra]
+
     @hookimpl
     def cri_list_containers(
         self, request: api_pb2.ListContainersRequest, ctx: CallContext
     ) -> api_pb2.ListContainersResponse:
         f = request.filter if request.HasField("filter") else None
         out = []
-        for r in self._store().all():
-            if r.state == CREATING or r.infra:
-                continue
+        for r in self._listed():
             r = self._refresh(r)
             if not selected(f, id=r.id, labels=r.labels, state=STATES[r.state], pod=r.sandbox_id):
                 continue
@@ -694,9 +696,7 @@ class ContainerService:
     ) -> api_pb2.ListContainerStatsResponse:
         f = request.filter if request.HasField("filter") else None
         out = []
-        for r in self._store().all():
-            if r.state == CREATING or r.infra:
-                continue
+        for r in self._listed():
             if not selected(f, id=r.id, labels=r.labels, pod=r.sandbox_id):
                 continue
             out.append(self._stats(self._refresh(r)))

@@ -233,28 +233,6 @@ def test_basic_auth(
 # --- token auth (Bearer) ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def token_registry(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[registry_env.RegistryServer, registry_env.PushedImage]]:
-    if registry_env.missing_tools_reason():
-        pytest.skip(registry_env.missing_tools_reason() or "")
-    workdir = tmp_path_factory.mktemp("token-registry")
-    try:
-        with registry_env.running_registry(workdir / "reg", auth="token") as reg:
-            layout = registry_env.OCILayout(workdir / "layout")
-            built = layout.build_image(
-                [registry_env.compress_layer(registry_env.busybox_rootfs_tar())], tag="bb"
-            )
-            img = registry_env.push(
-                registry_env.Skopeo(workdir / "skopeo"), layout, "bb", reg, "private/bb", "1",
-                built=built,
-            )  # fmt: skip
-            yield reg, img
-    except registry_env.Unsupported as exc:
-        pytest.skip(str(exc))
-
-
 def _token_requests(reg: registry_env.RegistryServer) -> list[dict[str, Any]]:
     assert reg.token_server is not None
     return list(reg.token_server.requests)
