@@ -1,6 +1,6 @@
 """The daemon's life: start, serve, reload on SIGHUP, stop cleanly on SIGTERM.
 
-Signals are turned into queue items handled on the main thread, so reload and
+Signals reach the main thread through a wakeup pipe and are handled there, so reload and
 shutdown never run inside a signal handler or race with each other.
 """
 
@@ -10,7 +10,6 @@ import copy
 import fcntl
 import logging
 import os
-import queue
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -101,16 +100,32 @@ class Daemon:
     def __init__(self, config: Config, reload: Callable[[], Config]) -> None:
         self.config = config
         self._reload = reload
-        self._signals: queue.Queue[int] = queue.Queue()
+        self._wakeup_r = -1
         self.kernel: Kernel | None = None
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._signals.put(signum)
+        # The signal number reaches _serve through the wakeup fd; see there.
+        pass
+
+    def _install_signal_handlers(self) -> None:
+        """Route SIGTERM, SIGINT and SIGHUP through a wakeup pipe the main thread reads.
+
+        The kernel may deliver a process signal to any thread (gRPC's, the reaper's); a
+        Python handler then waits until the main thread runs bytecode again, which never
+        happens while it sleeps in a lock (a queue's get, say). A read on the wakeup pipe
+        returns as soon as the C-level handler writes the signal number, whichever thread
+        took the signal.
+        """
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(w, False)
+        self._wakeup_r = r
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
 
     def run(self) -> int:
         logs.setup(self.config.log_level)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
+        self._install_signal_handlers()
         try:
             kernel = build_kernel(self.config, core_plugins)
         except DriverLoadError as e:
@@ -157,15 +172,17 @@ class Daemon:
 
     def _serve(self, kernel: Kernel) -> None:
         while True:
-            signum = self._signals.get()
-            if signum != signal.SIGHUP:
-                log.info("received %s", signal.Signals(signum).name)
-                return
-            sdnotify.notify(RELOADING=1, MONOTONIC_USEC=sdnotify.monotonic_usec())
-            try:
-                self.reload(kernel)
-            finally:
-                sdnotify.notify(READY=1)
+            for signum in os.read(self._wakeup_r, 64):
+                if signum not in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    continue  # another handler's signal (SIGCHLD wakes the reaper itself)
+                if signum != signal.SIGHUP:
+                    log.info("received %s", signal.Signals(signum).name)
+                    return
+                sdnotify.notify(RELOADING=1, MONOTONIC_USEC=sdnotify.monotonic_usec())
+                try:
+                    self.reload(kernel)
+                finally:
+                    sdnotify.notify(READY=1)
 
     def reload(self, kernel: Kernel) -> None:
         try:
