@@ -14,6 +14,7 @@ def core_plugins(kernel: Kernel) -> list[object]:
     from pycrio.cri.images import ImageService
     from pycrio.cri.runtime_info import RuntimeInfo
     from pycrio.cri.sandboxes import SandboxService
+    from pycrio.cri.streaming import StreamingService
     from pycrio.events import ContainerEvents
     from pycrio.metrics import Metrics
     from pycrio.server.list_streaming import ListStreaming
@@ -41,5 +42,6 @@ def core_plugins(kernel: Kernel) -> list[object]:
         containers,
         events,
         status_api,
+        StreamingService(kernel, sandboxes, containers),
         ListStreaming(kernel),
     ]

@@ -148,6 +148,10 @@ class ContainerService:
         with self._guard:
             return self._locks.setdefault(container_id, threading.Lock())
 
+    def runtime(self, handler: str) -> RuntimeDriver:
+        """The driver of a runtime handler; FAILED_PRECONDITION when it is not installed."""
+        return self._runtime(handler)
+
     def _runtime(self, handler: str) -> RuntimeDriver:
         driver = self.kernel.runtime_driver(handler)
         if driver is None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pycrio.config import Config
+from pycrio.errors import Unimplemented
 
 GROUP_RUNTIME = "pycrio.runtime"
 GROUP_CGROUP = "pycrio.cgroup"
@@ -110,6 +111,39 @@ class ExecResult:
     timed_out: bool = False
 
 
+class ExecProcess(abc.ABC):
+    """A process exec'd for a streaming session (``kubectl exec``), attached to fds.
+
+    The streaming layer copies the client's stdin to ``stdin`` and ``stdout`` /
+    ``stderr`` to the client. With a TTY, ``stdin`` and ``stdout`` are the same
+    terminal and ``stderr`` is None.
+    """
+
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+
+    @abc.abstractmethod
+    def resize(self, width: int, height: int) -> None:
+        """Set the terminal size (TTY only) so the process sees SIGWINCH."""
+
+    @abc.abstractmethod
+    def wait(self) -> int:
+        """Block until the process ends; its exit code (128+signal for a signal)."""
+
+    @abc.abstractmethod
+    def close_stdin(self) -> None:
+        """The client's input ended: EOF for a pipe, end-of-file (^D) for a terminal."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Kill the process and what it started (the client went away)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the fds and files; after :meth:`wait` or :meth:`kill`."""
+
+
 class RuntimeDriver(Driver):
     """Runs containers for one RuntimeClass handler.
 
@@ -148,6 +182,12 @@ class RuntimeDriver(Driver):
         0 for none) passes; then ``timed_out`` is True. Output beyond
         ``max_output`` bytes per stream is dropped.
         """
+
+    def exec_start(
+        self, container_id: str, argv: list[str], *, tty: bool, stdin: bool
+    ) -> ExecProcess:
+        """Start ``argv`` in the container for a streaming exec, without waiting."""
+        raise Unimplemented(f"the {type(self).__name__} driver has no streaming exec")
 
     @abc.abstractmethod
     def update(self, container_id: str, resources: dict[str, Any]) -> None:

@@ -273,14 +273,8 @@ def monitor_pid(state_dir: str) -> int | None:
         return None
 
 
-def reopen_log(state_dir: str, *, timeout: float = 5.0) -> None:
-    """Make conmon reopen the container's log file (CRI ReopenContainerLog).
-
-    The kubelet renames the log away, then asks for this; conmon reacts to
-    ``"2 0 0\\n"`` on its ``ctl`` FIFO by creating the file again. We wait
-    until it exists so the kubelet's next look finds it. No reader on the
-    FIFO (ENXIO) means the monitor is gone.
-    """
+def _write_ctl(state_dir: str, kind: int, height: int, width: int) -> MonitorRecord:
+    """One control line to conmon; no reader on the FIFO (ENXIO) means it is gone."""
     record = read_monitor_record(state_dir)
     if record is None:
         raise FailedPrecondition(f"no container monitor recorded in {state_dir}")
@@ -291,9 +285,26 @@ def reopen_log(state_dir: str, *, timeout: float = 5.0) -> None:
             f"container {record.container_id}: its monitor is not running ({e.strerror})"
         ) from e
     try:
-        os.write(fd, f"{CTL_REOPEN_LOGS} 0 0\n".encode())
+        os.write(fd, f"{kind} {height} {width}\n".encode())
     finally:
         os.close(fd)
+    return record
+
+
+def resize_terminal(state_dir: str, width: int, height: int) -> None:
+    """Resize the container's terminal (attach with a TTY): conmon does the ioctl."""
+    _write_ctl(state_dir, CTL_RESIZE, height, width)
+
+
+def reopen_log(state_dir: str, *, timeout: float = 5.0) -> None:
+    """Make conmon reopen the container's log file (CRI ReopenContainerLog).
+
+    The kubelet renames the log away, then asks for this; conmon reacts to
+    ``"2 0 0\\n"`` on its ``ctl`` FIFO by creating the file again. We wait
+    until it exists so the kubelet's next look finds it. No reader on the
+    FIFO (ENXIO) means the monitor is gone.
+    """
+    record = _write_ctl(state_dir, CTL_REOPEN_LOGS, 0, 0)
     deadline = time.monotonic() + timeout
     while not os.path.exists(record.log_path):
         if time.monotonic() > deadline:

@@ -44,12 +44,14 @@ from pycrio.errors import (
 from pycrio.kernel.interfaces import (
     CreateRequest,
     DriverContext,
+    ExecProcess,
     ExecResult,
     RuntimeDriver,
     RuntimeState,
 )
 from pycrio.oci import conmon, exec_sync, monitor_cgroup
 from pycrio.oci.conmon import runtime_message
+from pycrio.oci.exec_session import CLIExecProcess
 
 log = logging.getLogger("pycrio.oci.runtime")
 
@@ -295,7 +297,9 @@ class OCIRuntimeCLI(RuntimeDriver):
         os.makedirs(path, mode=0o700, exist_ok=True)
         return path
 
-    def _process_spec(self, container_id: str, argv: list[str]) -> dict[str, Any] | None:
+    def _process_spec(
+        self, container_id: str, argv: list[str], tty: bool = False
+    ) -> dict[str, Any] | None:
         """The container's own process (env, user, cwd, caps...) with ``argv`` as args.
 
         As CRI-O does: an exec runs as the container's process would. None
@@ -308,9 +312,31 @@ class OCIRuntimeCLI(RuntimeDriver):
         except (OSError, ValueError, KeyError, TypeError):
             return None
         process["args"] = list(argv)
-        process["terminal"] = False
+        process["terminal"] = tty
         process.pop("consoleSize", None)
         return process
+
+    def exec_start(
+        self, container_id: str, argv: list[str], *, tty: bool, stdin: bool
+    ) -> ExecProcess:
+        if not argv:
+            raise FailedPrecondition("exec needs a command")
+        status = self.state(container_id).status
+        if status != "running":
+            raise FailedPrecondition(f"container {container_id} is {status}; cannot exec in it")
+        process = self._process_spec(container_id, argv, tty)
+        if process is None:
+            raise Internal(f"cannot read the OCI config of container {container_id}")
+        base = os.path.join(self._exec_dir(), f"{container_id}-{secrets.token_hex(6)}")
+        pid_file, process_file = f"{base}.pid", f"{base}.json"
+        with open(process_file, "w", encoding="utf-8") as f:
+            json.dump(process, f)
+        argv_ = self._argv("exec", "--pid-file", pid_file, "--process", process_file, container_id)
+        try:
+            return CLIExecProcess(argv_, tty=tty, stdin=stdin, files=[pid_file, process_file])
+        except OSError as e:
+            os.unlink(process_file)
+            raise Internal(f"cannot run {argv_[0]!r}: {e.strerror}") from e
 
     def exec_sync(
         self, container_id: str, argv: list[str], timeout: float, *, max_output: int = 16 << 20

@@ -7,16 +7,12 @@ joins the pod's namespace (setns changes only the calling thread), reads
 
 from __future__ import annotations
 
-import ctypes
-import os
-import threading
 from dataclasses import dataclass
 
-from pycrio.errors import NotFound
+from pycrio.errors import DeadlineExceeded, NotFound
+from pycrio.sandbox import netns
 
-CLONE_NEWNET = 0x40000000
 READ_TIMEOUT = 5.0
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -50,37 +46,13 @@ def parse_net_dev(text: str) -> list[InterfaceCounters]:
 
 def read(netns_path: str) -> list[InterfaceCounters]:
     """Counters of every interface in the namespace pinned at ``netns_path``."""
-    result: list[str] = []
-    errors: list[BaseException] = []
 
-    def inside() -> None:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError as e:
-            os.close(own)
-            errors.append(NotFound(f"network namespace {netns_path} is gone"))
-            del e
-            return
-        try:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
-                errors.append(OSError(ctypes.get_errno(), "setns into the pod network"))
-                return
-            try:
-                with open("/proc/thread-self/net/dev") as f:
-                    result.append(f.read())
-            finally:
-                # this thread ends right after; going back keeps it tidy anyway
-                _libc.setns(own, CLONE_NEWNET)
-        finally:
-            os.close(target)
-            os.close(own)
+    def net_dev() -> str:
+        with open("/proc/thread-self/net/dev") as f:
+            return f.read()
 
-    worker = threading.Thread(target=inside, name="netstats", daemon=True)
-    worker.start()
-    worker.join(READ_TIMEOUT)
-    if errors:
-        raise errors[0]
-    if not result:
-        raise NotFound(f"could not read network counters of {netns_path}")
-    return parse_net_dev(result[0])
+    try:
+        text = netns.run_in(netns_path, net_dev, READ_TIMEOUT)
+    except DeadlineExceeded:
+        raise NotFound(f"could not read network counters of {netns_path}") from None
+    return parse_net_dev(text)
