@@ -98,6 +98,9 @@ class OCIRuntimeCLI(RuntimeDriver):
         self._monitor_path: str = opts.get("monitor_path") or ""
         self._features: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        # each container's OCI process object: an exec (a probe, say) then
+        # needs no `runtime state` call to find the bundle
+        self._processes: dict[str, dict[str, Any]] = {}
 
     # --- binaries -------------------------------------------------------------
 
@@ -274,6 +277,7 @@ class OCIRuntimeCLI(RuntimeDriver):
                         f"container {container_id} is still running; stop it first ({msg})"
                     )
                 raise self._fail("delete", container_id, cp)
+        self._processes.pop(container_id, None)
         self._remove_monitor_cgroups(container_id)
         # conmon's link from the attach socket dir to the bundle
         link = os.path.join(self.socket_dir, container_id)
@@ -305,12 +309,16 @@ class OCIRuntimeCLI(RuntimeDriver):
         As CRI-O does: an exec runs as the container's process would. None
         when the bundle's config cannot be read; then runc's argv form is used.
         """
-        try:
-            bundle = self.state(container_id).bundle
-            with open(os.path.join(bundle, "config.json"), encoding="utf-8") as f:
-                process = dict(json.load(f)["process"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        cached = self._processes.get(container_id)
+        if cached is None:
+            try:
+                bundle = self.state(container_id).bundle
+                with open(os.path.join(bundle, "config.json"), encoding="utf-8") as f:
+                    cached = dict(json.load(f)["process"])
+            except (OSError, ValueError, KeyError, TypeError, NotFound):
+                return None
+            self._processes[container_id] = cached
+        process = dict(cached)
         process["args"] = list(argv)
         process["terminal"] = tty
         process.pop("consoleSize", None)
@@ -321,9 +329,8 @@ class OCIRuntimeCLI(RuntimeDriver):
     ) -> ExecProcess:
         if not argv:
             raise FailedPrecondition("exec needs a command")
-        status = self.state(container_id).status
-        if status != "running":
-            raise FailedPrecondition(f"container {container_id} is {status}; cannot exec in it")
+        # no `runtime state` round trip: the caller knows the container runs,
+        # and the runtime refuses an exec into a stopped one anyway
         process = self._process_spec(container_id, argv, tty)
         if process is None:
             raise Internal(f"cannot read the OCI config of container {container_id}")
