@@ -56,7 +56,7 @@ MAX_SYMLINKS = 40  # the kernel's own limit for one path walk
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_COPY_CHUNK = 64 << 10  # tarfile's stream reader copies its buffer per read: keep it small
+_READ_CHUNK = 1 << 20  # what _TarSource asks its source for at a time
 _IMPLICIT_DIR_MODE = 0o755
 
 Path = tuple[str, ...]
@@ -280,11 +280,16 @@ def unpack_layer(
     """
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        unpacker = _Unpacker(root_fd, WhiteoutMode(mode))
+        source = _TarSource(stream)
+        unpacker = _Unpacker(root_fd, WhiteoutMode(mode), source)
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+            # tarfile's own stream mode ("r|") reads its source 10 KiB at a time
+            # and copies every byte through two buffers; _TarSource gives it the
+            # forward-only seek and tell of its random-access mode instead, and
+            # lets file contents go straight from the decoder's chunks to disk.
+            with tarfile.TarFile(fileobj=source, mode="r") as tar:  # type: ignore[arg-type]
                 while (info := tar.next()) is not None:
-                    # Stream mode never revisits members; without this a layer of
+                    # Members are never revisited; without this a layer of
                     # many small files would keep every header in memory.
                     tar.members.clear()
                     unpacker.apply(tar, info)
@@ -298,10 +303,79 @@ def unpack_layer(
         os.close(root_fd)
 
 
+class _TarSource:
+    """A tar stream read once, front to back, with the file interface tarfile needs.
+
+    tarfile's random-access mode only ever seeks forward when members are
+    read in order, so a seek here skips bytes and a seek backwards is a bug.
+    The source is read in large chunks (few Python calls per megabyte, and
+    hashing and decompressing release the GIL on big buffers); small reads
+    such as tar headers are served from the current chunk.
+    """
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._chunk: bytes = b""
+        self._pos = 0  # next unread byte in _chunk
+        self._offset = 0  # stream offset of the next unread byte
+
+    def _fill(self) -> bool:
+        """Load the next chunk once the current one is used up; False at EOF."""
+        chunk = self._source.read(_READ_CHUNK)
+        self._chunk, self._pos = chunk or b"", 0
+        return bool(chunk)
+
+    def tell(self) -> int:
+        return self._offset
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Exactly ``size`` bytes unless the stream ends first (tarfile relies on it)."""
+        if size is None or size < 0:
+            size = 1 << 62
+        parts = []
+        want = size
+        while want:
+            if self._pos >= len(self._chunk) and not self._fill():
+                break
+            piece = self._chunk[self._pos : self._pos + want]
+            self._pos += len(piece)
+            want -= len(piece)
+            parts.append(piece)
+        self._offset += size - want
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or offset < self._offset:
+            raise tarfile.ReadError("layer tar: the stream cannot seek backwards")
+        while self._offset < offset:
+            if self._pos >= len(self._chunk) and not self._fill():
+                break  # like a file: seeking past the end is allowed, reading there is not
+            step = min(offset - self._offset, len(self._chunk) - self._pos)
+            self._pos += step
+            self._offset += step
+        self._offset = offset
+        return offset
+
+    def copy_to(self, fd: int, size: int) -> None:
+        """Write the next ``size`` bytes to ``fd`` without copying them in Python."""
+        while size:
+            if self._pos >= len(self._chunk) and not self._fill():
+                raise tarfile.ReadError("unexpected end of data")
+            end = min(len(self._chunk), self._pos + size)
+            with memoryview(self._chunk)[self._pos : end] as view:
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
+            self._offset += end - self._pos
+            size -= end - self._pos
+            self._pos = end
+
+
 class _Unpacker:
-    def __init__(self, root_fd: int, mode: WhiteoutMode) -> None:
+    def __init__(self, root_fd: int, mode: WhiteoutMode, source: _TarSource) -> None:
         self.root_fd = root_fd
         self.mode = mode
+        self.source = source
         self.entries = 0
         self.bytes = 0
         # APPLY mode: what this layer put in place (and their ancestors), which an
@@ -401,10 +475,15 @@ class _Unpacker:
     ) -> None:
         fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
-            content = tar.extractfile(info)
-            assert content is not None  # regular files always have a body
-            with open(fd, "wb", closefd=False) as out:
-                shutil.copyfileobj(content, out, _COPY_CHUNK)
+            if info.sparse is None:
+                # The body follows its header: copy it straight from the stream.
+                self.source.seek(info.offset_data)
+                self.source.copy_to(fd, info.size)
+            else:  # GNU sparse: tarfile maps the data onto the holes (written as zeros)
+                content = tar.extractfile(info)
+                assert content is not None  # regular files always have a body
+                with open(fd, "wb", closefd=False) as out:
+                    shutil.copyfileobj(content, out, _READ_CHUNK)
             self.bytes += info.size
             os.fchown(fd, info.uid, info.gid)
             _set_xattrs(fd, entry_xattrs(info), info.name)

@@ -844,3 +844,85 @@ def test_overlayfs_honours_unpacked_whiteouts(tmp_path: Path) -> None:
         assert (merged / "opq/new").read_bytes() == b"n"
     finally:
         subprocess.run(["umount", str(merged)], check=True)
+
+
+# ================================================================ the tar source
+
+
+class _Trickle(io.RawIOBase):
+    """A source that hands out at most `step` bytes per read, as a socket may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data = io.BytesIO(data)
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        limit = self._step if size is None or size < 0 else min(size, self._step)
+        return self._data.read(limit)
+
+
+@pytest.mark.parametrize("step", [1 << 20, 4096, 777])
+def test_contents_survive_chunk_boundaries_and_short_reads(box: Sandbox, step: int) -> None:
+    big = os.urandom(3 << 20) + b"end"
+    small = {f"small/{i}": os.urandom(i * 37) for i in range(60)}
+    tar = build(F("big", big), *(F(name, data) for name, data in small.items()), F("last", b"x"))
+    summary = unpack_layer(_Trickle(tar, step), box.root)
+    assert (box.root / "big").read_bytes() == big
+    for name, data in small.items():
+        assert (box.root / name).read_bytes() == data
+    assert (box.root / "last").read_bytes() == b"x"
+    assert summary.bytes == len(big) + sum(map(len, small.values())) + 1
+
+
+def test_file_cut_short_mid_body_is_invalid(box: Sandbox) -> None:
+    tar = build(F("big", os.urandom(3 << 20)))
+    with pytest.raises(InvalidArgument, match="corrupt layer tar"):
+        unpack_layer(io.BytesIO(tar[: 2 << 20]), box.root)
+
+
+def test_tar_source_reads_exact_sizes_and_only_seeks_forward() -> None:
+    source = layer_unpack._TarSource(_Trickle(bytes(range(256)) * 10, 100))
+    assert source.read(300) == (bytes(range(256)) * 2)[:300]
+    assert source.tell() == 300
+    source.seek(1000)
+    assert source.read(2) == bytes([1000 % 256, 1001 % 256])
+    with pytest.raises(tarfile.ReadError, match="backwards"):
+        source.seek(10)
+    assert source.read() == (bytes(range(256)) * 10)[1002:]
+    assert source.read(10) == b""
+
+
+@pytest.mark.parametrize("sparse_format", ["gnu", "posix"])
+def test_gnu_sparse_files_are_unpacked_with_their_holes_as_zeros(
+    box: Sandbox, tmp_path: Path, sparse_format: str
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.write(b"head")
+        f.seek(5 << 20)
+        f.write(b"middle")
+        f.truncate(9 << 20)
+    (src / "after").write_bytes(b"after")
+    archive = tmp_path / "layer.tar"
+    subprocess.run(
+        [
+            "tar",
+            "--sparse",
+            f"--format={sparse_format}",
+            "-cf",
+            archive,
+            "-C",
+            src,
+            "sparse",
+            "after",
+        ],
+        check=True,
+        timeout=60,
+    )
+    unpack_layer(io.BytesIO(archive.read_bytes()), box.root)
+    assert (box.root / "sparse").read_bytes() == (src / "sparse").read_bytes()
+    assert (box.root / "after").read_bytes() == b"after"
