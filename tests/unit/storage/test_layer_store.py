@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import array
+import fcntl
 import hashlib
 import io
 import os
@@ -8,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pycrio.storage.layer_store import LayerStore, chain_ids
+from pycrio.storage import layer_store
+from pycrio.storage.layer_store import LayerStore, chain_ids, mark_top_directory
 from pycrio.storage.layer_unpack import LayerSummary, WhiteoutMode, unpack_layer
 
 
@@ -95,3 +98,31 @@ def test_clean_tmp_and_remove(tmp_path: Path) -> None:
 def test_unknown_driver_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown storage driver"):
         LayerStore(str(tmp_path), "btrfs")
+
+
+def _inode_flags(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, layer_store._FS_IOC_GETFLAGS, flags, True)
+        return flags[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def test_layers_are_built_under_a_topdir_so_ext4_spreads_them(tmp_path: Path) -> None:
+    store = LayerStore(str(tmp_path), "overlay")
+    flags = _inode_flags(Path(store.tmp_dir))
+    if flags is None or not mark_top_directory(store.tmp_dir):
+        pytest.skip("this filesystem has no inode flags (TOPDIR is an ext2/3/4 hint)")
+    assert flags & layer_store._FS_TOPDIR_FL
+    assert mark_top_directory(store.tmp_dir)  # idempotent
+    assert not (_inode_flags(Path(store.layers_dir)) or 0) & layer_store._FS_TOPDIR_FL
+
+
+def test_topdir_hint_is_ignored_where_unsupported(tmp_path: Path) -> None:
+    assert mark_top_directory(str(tmp_path / "missing")) is False
+    if os.path.isdir("/proc/self"):
+        assert mark_top_directory("/proc/self") is False  # procfs: no inode flags
