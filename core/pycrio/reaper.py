@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -97,24 +98,42 @@ def reap_orphans() -> list[int]:
 
 
 class Reaper:
-    """A thread that reaps on SIGCHLD, and every second in case one was missed."""
+    """A thread that reaps on SIGCHLD, and every second in case one was missed.
+
+    The SIGCHLD handler only writes a byte to a pipe the thread waits on. It
+    must take no lock: Python runs handlers on the main thread between
+    bytecodes, so a second SIGCHLD can arrive while the first handler is
+    inside, say, ``Event.set()`` -- whose non-reentrant lock the nested
+    handler would then wait for forever, freezing the main thread (and with
+    it every later signal, SIGTERM included). A burst of exits does that.
+    """
 
     def __init__(self) -> None:
-        self._wake = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reaper", daemon=True)
 
+    def _poke(self, *_: object) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the thread is woken already
+
     def start(self) -> None:
-        signal.signal(signal.SIGCHLD, lambda *_: self._wake.set())
+        signal.signal(signal.SIGCHLD, self._poke)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self._poke()
         self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
+            ready, _, _ = select.select([self._wake_r], [], [], 1.0)
+            if ready:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass  # drained by a spurious wakeup: nothing to do
             reap_orphans()
