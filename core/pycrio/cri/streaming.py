@@ -132,10 +132,7 @@ class StreamingService:
             raise InvalidArgument("Exec cmd is empty")
         _check_streams(request.stdin, request.stdout, request.stderr, request.tty)
         r = self._running(request.container_id)
-        stored = api_pb2.ExecRequest()
-        stored.CopyFrom(request)
-        stored.container_id = r.id
-        return api_pb2.ExecResponse(url=self._url("exec", stored))
+        return api_pb2.ExecResponse(url=self._url("exec", _with_full_id(request, r.id)))
 
     @hookimpl
     def cri_attach(
@@ -145,10 +142,7 @@ class StreamingService:
         r = self._running(request.container_id)
         if request.tty and not r.tty:
             raise InvalidArgument(f"container {r.id} was not created with a TTY")
-        stored = api_pb2.AttachRequest()
-        stored.CopyFrom(request)
-        stored.container_id = r.id
-        return api_pb2.AttachResponse(url=self._url("attach", stored))
+        return api_pb2.AttachResponse(url=self._url("attach", _with_full_id(request, r.id)))
 
     @hookimpl
     def cri_port_forward(
@@ -232,6 +226,14 @@ class StreamingService:
         if s.state != READY:
             raise FailedPrecondition(f"pod sandbox {s.id} is not ready")
         return netns.dial_localhost(s.netns_path(), port, DIAL_TIMEOUT)
+
+
+def _with_full_id(request: Any, container_id: str) -> Any:
+    """A copy of the request naming the container by its full id, not a prefix."""
+    stored = type(request)()
+    stored.CopyFrom(request)
+    stored.container_id = container_id
+    return stored
 
 
 def _spawn(target, *args) -> threading.Thread:  # noqa: ANN001 - local helper

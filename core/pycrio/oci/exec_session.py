@@ -18,6 +18,7 @@ import struct
 import subprocess
 import termios
 import threading
+import tty as tty_
 
 from pycrio import reaper
 from pycrio.kernel.interfaces import ExecProcess
@@ -32,6 +33,9 @@ class CLIExecProcess(ExecProcess):
         self._lock = threading.Lock()  # close_stdin may race close
         if tty:
             master, slave = os.openpty()
+            # raw from the start: runc makes it raw too, but only once it runs,
+            # and output passing through before that would get \r\r\n endings
+            tty_.setraw(slave)
             self._tty_master = master
             try:
                 self.proc = reaper.popen(

@@ -99,8 +99,14 @@ def serve_spdy(session: SpdySession, dial: Dialer, idle_timeout: float) -> None:
             data.close()
             return
 
+        def report(message: str) -> None:
+            try:
+                error.write(message.encode())
+            except OSError as e:
+                log.debug("port-forward error for a client that left: %s (%s)", message, e)
+
         def run() -> None:
-            _forward(port, dial, data.input, data, lambda msg: error.write(msg.encode()))
+            _forward(port, dial, data.input, data, report)
             error.close()
 
         worker = threading.Thread(target=run, name=f"portforward-{port}", daemon=True)
@@ -142,7 +148,10 @@ def serve_websocket(
     for index, port in enumerate(ports):
 
         def report(msg: str, index: int = index) -> None:
-            conn.send(pf.encode_error(index, msg))
+            try:
+                conn.send(pf.encode_error(index, msg))
+            except OSError as e:
+                log.debug("port-forward error for a client that left: %s (%s)", msg, e)
 
         worker = threading.Thread(
             target=_forward,

@@ -70,7 +70,11 @@ class SpdySession:
                 if quiet:
                     return
                 raise ConnectionError("the stream is closed") from None
-            self.duplex.sendall(data)
+            try:
+                self.duplex.sendall(data)
+            except OSError:
+                if not quiet:
+                    raise  # a closing frame to a client that hung up needs no error
 
     def serve(self, on_stream: Callable[[SpdyStream], None], idle_timeout: float) -> None:
         """Read frames until the client goes away; call ``on_stream`` for each new stream.
