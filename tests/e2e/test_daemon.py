@@ -335,3 +335,19 @@ def test_plugins_add_cli_commands(plugin_site: Path) -> None:
     assert out.stdout.strip() == "testcmd got a --b"
     unknown = pycrio_cmd("nosuchcmd")
     assert unknown.returncode == 2 and "invalid choice: 'nosuchcmd'" in unknown.stderr
+
+
+def test_a_bad_stream_port_stops_the_daemon_with_a_clear_error(start_daemon) -> None:
+    d = start_daemon(wait=False, config="[api]\nstream_port = 'ten'\n")
+    assert d.wait(timeout=30) == 1
+    assert "api.stream_port 'ten' is not a number" in d.stderr()
+
+
+def test_a_stream_port_in_use_stops_the_daemon_naming_the_address(start_daemon) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        d = start_daemon(wait=False, config=f"[api]\nstream_port = '{port}'\n")
+        assert d.wait(timeout=30) == 1
+    assert f"the streaming server cannot listen on 127.0.0.1:{port}" in d.stderr()
