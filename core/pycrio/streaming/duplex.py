@@ -15,6 +15,20 @@ import socket
 import ssl
 import threading
 import time
+from typing import Protocol
+
+
+class ByteStream(Protocol):
+    """What a SPDY session runs over: a socket (:class:`Duplex`) or a WebSocket tunnel."""
+
+    @property
+    def last_activity(self) -> float: ...
+
+    def recv(self, timeout: float | None = None) -> bytes | None: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Duplex:

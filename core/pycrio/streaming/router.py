@@ -22,6 +22,8 @@ log = logging.getLogger("pycrio.streaming")
 #: The kubelet's SPDY set for exec and attach: v5 exists only over WebSocket.
 SPDY_REMOTECOMMAND = tuple(p for p in SPDY_PROTOCOLS if p != V5_CHANNEL_PROTOCOL)
 SPDY_PORTFORWARD = (pfws.PORTFORWARD_SPDY_PROTOCOL,)
+#: kubectl 1.31+ first tries SPDY tunnelled through WebSocket, then the channel framing.
+WEBSOCKET_PORTFORWARD = (pfws.PORTFORWARD_TUNNEL_PROTOCOL, *pfws.WEBSOCKET_PROTOCOLS)
 
 
 @dataclass
@@ -84,13 +86,24 @@ class Router:
 
     def _websocket(self, request: Request, duplex: Duplex, target: Target) -> None:
         if isinstance(target, PortForward):
-            try:
-                ports = target.ports or pfws.parse_ports(request.query.get(pfws.PORT_PARAM, []))
-            except pfws.PortForwardError as e:
-                duplex.sendall(http_response(400, str(e)))
+            ports = target.ports
+            tunnel_offered = pfws.PORTFORWARD_TUNNEL_PROTOCOL in request.header_values(
+                "sec-websocket-protocol"
+            )
+            if not tunnel_offered:  # the channel framing needs its ports up front
+                try:
+                    ports = ports or pfws.parse_ports(request.query.get(pfws.PORT_PARAM, []))
+                except pfws.PortForwardError as e:
+                    duplex.sendall(http_response(400, str(e)))
+                    return
+            conn = ws_transport.accept(request, duplex, WEBSOCKET_PORTFORWARD)
+            if conn is None:
                 return
-            conn = ws_transport.accept(request, duplex, pfws.WEBSOCKET_PROTOCOLS)
-            if conn is not None:
+            if conn.protocol == pfws.PORTFORWARD_TUNNEL_PROTOCOL:
+                tunnel = ws_transport.TunnelDuplex(conn, self.idle_timeout)
+                session = spdy_transport.SpdySession(tunnel, pfws.PORTFORWARD_SPDY_PROTOCOL)
+                portforward.serve_spdy(session, target.dial, self.idle_timeout)
+            else:
                 portforward.serve_websocket(conn, ports, target.dial, self.idle_timeout)
             return
         conn = ws_transport.accept(request, duplex, WEBSOCKET_PROTOCOLS)

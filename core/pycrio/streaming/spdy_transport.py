@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from . import spdy
 from .channels import NegotiationError, choose_protocol
-from .duplex import Duplex
+from .duplex import ByteStream, Duplex
 from .server import Request, http_response
 from .spdy_frames import GOAWAY_OK, GOAWAY_PROTOCOL_ERROR, RST_CANCEL, SpdyError
 from .stdio import InStream
@@ -53,7 +53,7 @@ class SpdyStream:
 
 
 class SpdySession:
-    def __init__(self, duplex: Duplex, protocol: str) -> None:
+    def __init__(self, duplex: ByteStream, protocol: str) -> None:
         self.duplex = duplex
         self.protocol = protocol
         self.conn = spdy.Connection(False, flow_control=False)

@@ -149,3 +149,37 @@ def _reject(ws: WSConnection, status: int, text: str) -> bytes:
         ) + ws.send(RejectData(data=body, body_finished=True))
     except LocalProtocolError:
         return http_response(status, text)
+
+
+class TunnelDuplex:
+    """A WebSocket carrying a byte stream (``SPDY/3.1+portforward.k8s.io``).
+
+    kubectl 1.31+ tunnels its SPDY port-forward session through WebSocket
+    binary messages; this gives the SPDY session the same recv/sendall/close
+    surface as a socket, so the tunnel needs no protocol code of its own.
+    """
+
+    def __init__(self, conn: WebSocketConn, idle_timeout: float) -> None:
+        self.conn = conn
+        self._messages = conn.messages(idle_timeout)
+
+    @property
+    def last_activity(self) -> float:
+        return self.conn.duplex.last_activity
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """The next message's bytes; b"" when the WebSocket ends (it keeps its own idle timer)."""
+        for message in self._messages:
+            if isinstance(message, str):
+                self.conn.close(CLOSE_PROTOCOL_ERROR, "the tunnel carries binary messages only")
+                return b""
+            if message:
+                return message
+        return b""
+
+    def sendall(self, data: bytes) -> None:
+        if data:
+            self.conn.send(data)
+
+    def close(self) -> None:
+        self.conn.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import subprocess
 import threading
@@ -18,8 +19,9 @@ from pathlib import Path
 import pytest
 import websocket
 
-from pycrio.streaming import channels, status
-from pycrio.streaming.router import RemoteCommand, Router
+from pycrio.streaming import channels, spdy, status
+from pycrio.streaming import portforward_ws as pfws
+from pycrio.streaming.router import PortForward, RemoteCommand, Router
 from pycrio.streaming.server import StreamServer
 from pycrio.streaming.stdio import SessionIO
 
@@ -198,3 +200,49 @@ def test_stop_ends_live_sessions() -> None:
     assert ws.recv() == bytes([channels.STDOUT])  # the session is up
     server.stop()
     assert told.wait(10)
+
+
+def test_port_forward_tunnelled_through_websocket_like_kubectl(plain) -> None:
+    """kubectl 1.31+: SPDY port-forward inside WebSocket binary messages."""
+    server, targets = plain
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(1)
+
+    def echo() -> None:
+        conn, _ = upstream.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data.upper())
+
+    threading.Thread(target=echo, daemon=True).start()
+    port = upstream.getsockname()[1]
+    dialed: list[int] = []
+
+    def dial(p: int) -> socket.socket:
+        dialed.append(p)
+        return socket.create_connection(("127.0.0.1", p), timeout=5)
+
+    targets.entries["portforward/t"] = PortForward([], dial)
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/portforward/t",
+        subprotocols=[pfws.PORTFORWARD_TUNNEL_PROTOCOL],
+        timeout=10,
+    )
+    # websocket-client lowercases the header it read; the server answered the name as offered
+    assert ws.getsubprotocol() == pfws.PORTFORWARD_TUNNEL_PROTOCOL.lower()
+    client = spdy.Connection(True, flow_control=False)
+    headers = {"port": str(port), "requestid": "0"}
+    _, out = client.syn_stream({"streamtype": "error", **headers})
+    data_id, more = client.syn_stream({"streamtype": "data", **headers})
+    ws.send_binary(out + more + client.data(data_id, b"hello", fin=True))
+    got, done = b"", False
+    while not done:
+        for event in client.receive_data(ws.recv()):
+            if isinstance(event, spdy.DataReceived) and event.stream_id == data_id:
+                got += event.data
+                done = done or event.fin
+    ws.close()
+    upstream.close()
+    assert got == b"HELLO"
+    assert dialed == [port]
