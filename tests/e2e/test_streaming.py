@@ -13,11 +13,7 @@ client that connects right after the RPC, short enough to test expiry.
 from __future__ import annotations
 
 import json
-import os
-import random
 import re
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -32,14 +28,13 @@ import websocket
 from container_e2e import (
     Pod,
     assert_nothing_left,
-    daemon_config,
     pod_config,
     rpc_error,
     wait_until,
 )
 from cri_api.v1 import api_pb2
 from daemon import DaemonProcess
-from image_e2e import pull
+from streaming_e2e import CNI_BRIDGE, BridgeNetwork, bridge_network, streaming_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -47,56 +42,14 @@ Images = registry_env.TestImages
 TOKEN_TTL = 2.0
 TRANSPORTS = ["spdy", "ws"]
 URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/(exec|attach|portforward)/([^/?#]+)$")
-CNI_BRIDGE = "/usr/lib/cni/bridge"
 
 # --- fixtures ------------------------------------------------------------------------------
 
 
-class Network:
-    """A CNI bridge network of this module (its own bridge and /24, host-local IPAM)."""
-
-    def __init__(self, tmp: Path) -> None:
-        tag = random.randint(0, 99999)
-        self.bridge = f"pycrs{tag}"
-        self.netd = tmp / "net.d"
-        self.netd.mkdir(parents=True)
-        doc = {
-            "cniVersion": "1.0.0",
-            "name": f"pycrs-{tag}",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": self.bridge,
-                    "isGateway": True,
-                    "ipMasq": False,
-                    "ipam": {
-                        "type": "host-local",
-                        "dataDir": str(tmp / "ipam"),
-                        "ranges": [[{"subnet": f"10.89.{random.randint(100, 199)}.0/24"}]],
-                    },
-                }
-            ],
-        }
-        (self.netd / "10-stream.conflist").write_text(json.dumps(doc))
-
-    def config(self) -> str:
-        return (
-            f"[network]\ndriver = 'cni'\nnetwork_dir = '{self.netd}'\n"
-            "plugin_dirs = ['/usr/lib/cni']\nhostport_manager = 'none'\n"
-        )
-
-    def cleanup(self) -> None:
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
-
-
 @pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network | None]:
-    if not os.path.exists(CNI_BRIDGE):
-        yield None
-        return
-    net = Network(tmp_path_factory.mktemp("cni"))
-    yield net
-    net.cleanup()
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeNetwork | None]:
+    with bridge_network(tmp_path_factory.mktemp("cni"), "pycrs", (100, 199)) as net:
+        yield net
 
 
 @pytest.fixture(scope="module")
@@ -104,31 +57,18 @@ def crio(
     tmp_path_factory: pytest.TempPathFactory,
     registry: Any,
     images: Images,
-    network: Network | None,
+    network: BridgeNetwork | None,
 ) -> Iterator[DaemonProcess]:
-    tmp = tmp_path_factory.mktemp("crio")
-    api = (
-        "[api]\nstream_address = '127.0.0.1'\nstream_port = '0'\n"
-        f"stream_token_ttl = '{int(TOKEN_TTL)}s'\nstream_idle_timeout = '4h'\n"
-    )
-    d = DaemonProcess(tmp, [], dict(os.environ))
-    d.config.write_text(
-        daemon_config(tmp / "conf", registry.host, api + (network.config() if network else ""))
-    )
-    d.start()
-    try:
-        pull(d, images.busybox.name)
+    api = f"stream_token_ttl = '{int(TOKEN_TTL)}s'\nstream_idle_timeout = '4h'\n"
+    with streaming_daemon(
+        tmp_path_factory.mktemp("crio"),
+        registry.host,
+        images.busybox.name,
+        network,
+        api,
+        check_sigterm=True,
+    ) as d:
         yield d
-    finally:
-        d.remove_all_pods()
-        # after hundreds of exec'd processes (and SIGCHLDs) the daemon still stops on SIGTERM
-        d.signal(signal.SIGTERM)
-        try:
-            rc = d.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            rc = None
-        d.stop()
-    assert rc == 0, f"the daemon did not stop on SIGTERM (rc {rc}):\n{d.stderr()[-3000:]}"
 
 
 @pytest.fixture
@@ -176,7 +116,7 @@ HTTPD = (
 @pytest.fixture(scope="module")
 def web(
     crio: DaemonProcess,
-    network: Network | None,
+    network: BridgeNetwork | None,
     tmp_path_factory: pytest.TempPathFactory,
     images: Images,
 ) -> Iterator[Pod]:

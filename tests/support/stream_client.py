@@ -20,6 +20,7 @@ and the parsed status from the error stream.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -239,10 +240,8 @@ class SpdyClient:
             _wait(self.cond, predicate, self.timeout if timeout is None else timeout, what)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the server may have closed first
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.sock.close()
         self._reader.join(5)
 
@@ -426,6 +425,7 @@ class WsRemoteCommand(RemoteCommand):
         self.messages: list[tuple[int, bytes]] = []
         self.text_messages = 0  # how many came as text (base64) frames
         self.failure: BaseException | None = None
+        self.ended_by: BaseException | None = None
         self.closed = False
         self.close_code: int | None = None
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
@@ -451,8 +451,8 @@ class WsRemoteCommand(RemoteCommand):
                     if channel in names:
                         self.bufs[names[channel]] += payload
                     self.cond.notify_all()
-        except (OSError, websocket.WebSocketException):
-            pass
+        except (OSError, websocket.WebSocketException) as exc:
+            self.ended_by = exc  # the connection went away: the waiters see `closed`
         except channels.ProtocolError as exc:
             self.failure = exc
         finally:
@@ -524,10 +524,8 @@ def remote_command(
 def _ws_close(ws: websocket.WebSocket, reader: threading.Thread) -> None:
     """Send a close frame, let the reader thread see the server's answer, drop the socket."""
     if reader.is_alive():
-        try:
-            ws.send_close()
-        except (OSError, websocket.WebSocketException):
-            pass
+        with contextlib.suppress(OSError, websocket.WebSocketException):
+            ws.send_close()  # the server may have closed first
         reader.join(3)
     ws.shutdown()
     reader.join(3)
@@ -626,6 +624,7 @@ class WsPortForward:
         self.error = [bytearray() for _ in ports]
         self.closed = False
         self.failure: BaseException | None = None
+        self.ended_by: BaseException | None = None
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
         self._reader.start()
 
@@ -646,8 +645,8 @@ class WsPortForward:
                 with self.cond:
                     (self.error if is_error else self.data)[index] += payload
                     self.cond.notify_all()
-        except (OSError, websocket.WebSocketException):
-            pass
+        except (OSError, websocket.WebSocketException) as exc:
+            self.ended_by = exc  # the connection went away: the waiters see `closed`
         except portforward_ws.PortForwardError as exc:
             self.failure = exc
         finally:

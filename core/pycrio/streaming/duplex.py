@@ -111,7 +111,7 @@ class Duplex:
                 try:
                     return self._tls.read(256 * 1024)
                 except ssl.SSLWantReadError:
-                    pass
+                    pass  # no whole record buffered yet: read more from the socket below
                 except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     return b""
             self._flush()
