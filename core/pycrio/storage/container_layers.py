@@ -22,6 +22,8 @@ from pycrio.storage.layer_store import LayerStore
 log = logging.getLogger("pycrio.storage")
 
 MNT_DETACH = 2
+#: The kernel copies at most one page of mount options.
+MOUNT_DATA_MAX = 4096
 COPY_TIMEOUT = 3600
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -80,14 +82,26 @@ class ContainerLayers:
             empty = os.path.join(base, "empty")
             os.makedirs(empty, mode=0o755, exist_ok=True)
             lowers = [empty]
-        options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
-        if len(options) >= 4096:
-            raise Internal(
-                f"the image has too many layers ({len(image_layers)}) for one overlay mount"
-            )
-        if _libc.mount(b"overlay", merged.encode(), b"overlay", 0, options.encode()) != 0:
-            err = ctypes.get_errno()
-            raise Internal(f"mounting the container's rootfs at {merged}: {os.strerror(err)}")
+        fds: list[int] = []
+        try:
+            options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+            if len(options) >= MOUNT_DATA_MAX:
+                # Too long for the one page of mount data (~40 layers under a usual
+                # root): name each layer by a descriptor of ours, ~17 bytes whatever
+                # its path, which takes images to Docker's limit of 127 layers.
+                fds = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in lowers]
+                short = ":".join(f"/proc/self/fd/{fd}" for fd in fds)
+                options = f"lowerdir={short},upperdir={upper},workdir={work}"
+            if len(options) >= MOUNT_DATA_MAX:
+                raise Internal(
+                    f"the image has too many layers ({len(image_layers)}) for one overlay mount"
+                )
+            if _libc.mount(b"overlay", merged.encode(), b"overlay", 0, options.encode()) != 0:
+                err = ctypes.get_errno()
+                raise Internal(f"mounting the container's rootfs at {merged}: {os.strerror(err)}")
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def unmount(self, container_id: str) -> None:
         merged = self._paths(container_id)[3]

@@ -1,0 +1,67 @@
+"""Overlay root filesystems on the real kernel: many layers, long paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pycrio.storage.container_layers import ContainerLayers
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting overlayfs needs root")
+
+
+class Layers:
+    """The two things ContainerLayers asks of a layer store, over real directories."""
+
+    driver = "overlay"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def diff_dir(self, chain_id: str) -> str:
+        return str(self.root / chain_id / "diff")
+
+
+def test_an_image_of_120_layers_under_a_long_root_mounts(tmp_path: Path) -> None:
+    # a root like /var/lib/containers/storage/overlay/layers/<64 hex>/diff, and deeper
+    root = tmp_path / ("deep-" * 12) / "storage"
+    layers = Layers(root / "overlay" / "layers")
+    chain = [f"{i:064x}" for i in range(120)]
+    for i, chain_id in enumerate(chain):
+        diff = Path(layers.diff_dir(chain_id))
+        diff.mkdir(parents=True)
+        (diff / f"file{i}").write_text(str(i))
+        (diff / "same").write_text(str(i))
+    assert len(":".join(layers.diff_dir(c) for c in chain)) > 4096
+    store = ContainerLayers(str(root), layers)  # type: ignore[arg-type]
+    open_fds = len(os.listdir("/proc/self/fd"))
+    merged = Path(store.create("c1", chain))
+    try:
+        assert os.path.ismount(merged)
+        names = set(os.listdir(merged))
+        assert {f"file{i}" for i in range(120)} <= names
+        assert (merged / "same").read_text() == "119"  # the top layer wins
+        (merged / "new").write_text("x")
+        assert (root / "overlay-containers" / "c1" / "upper" / "new").read_text() == "x"
+        assert len(os.listdir("/proc/self/fd")) == open_fds  # the layer descriptors are closed
+    finally:
+        store.remove("c1")
+    assert not merged.exists()
+
+
+def test_a_short_image_keeps_readable_mount_options(tmp_path: Path) -> None:
+    layers = Layers(tmp_path / "layers")
+    chain = ["a" * 64, "b" * 64]
+    for chain_id in chain:
+        Path(layers.diff_dir(chain_id)).mkdir(parents=True)
+    store = ContainerLayers(str(tmp_path), layers)  # type: ignore[arg-type]
+    merged = store.create("c2", chain)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            line = next(line for line in f if f" {merged} " in line)
+        assert layers.diff_dir(chain[1]) in line  # real paths, top layer first
+        assert "/proc/self/fd/" not in line
+    finally:
+        store.remove("c2")
