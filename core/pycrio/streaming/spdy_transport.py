@@ -62,7 +62,14 @@ class SpdySession:
         self.closed = threading.Event()
 
     def send(self, produce: Callable[[spdy.Connection], bytes], quiet: bool = False) -> None:
-        """Write the frames ``produce`` makes, atomically with respect to other writers."""
+        """Write the frames ``produce`` makes.
+
+        The connection is locked only while frames are made, never while they
+        are written: a client slow to read must not stop the reader thread
+        from taking its input (stdin, resizes) meanwhile. Frames whose order
+        matters keep it: compressed header blocks are only made by the reader
+        thread, and one stream's data by one writer at a time.
+        """
         with self._lock:
             try:
                 data = produce(self.conn) + self.conn.data_to_send()
@@ -70,11 +77,11 @@ class SpdySession:
                 if quiet:
                     return
                 raise ConnectionError("the stream is closed") from None
-            try:
-                self.duplex.sendall(data)
-            except OSError:
-                if not quiet:
-                    raise  # a closing frame to a client that hung up needs no error
+        try:
+            self.duplex.sendall(data)
+        except OSError:
+            if not quiet:
+                raise  # a closing frame to a client that hung up needs no error
 
     def serve(self, on_stream: Callable[[SpdyStream], None], idle_timeout: float) -> None:
         """Read frames until the client goes away; call ``on_stream`` for each new stream.
@@ -94,13 +101,16 @@ class SpdySession:
                 with self._lock:
                     try:
                         events = self.conn.receive_data(data)
+                        broken = None
                     except SpdyError as e:
-                        log.warning("SPDY protocol error from the client: %s", e)
-                        self.duplex.sendall(self.conn.goaway(GOAWAY_PROTOCOL_ERROR))
-                        return
+                        events, broken = [], e
                     out = self.conn.data_to_send()
-                    if out:
-                        self.duplex.sendall(out)
+                if broken is not None:
+                    log.warning("SPDY protocol error from the client: %s", broken)
+                    self.send(lambda c: c.goaway(GOAWAY_PROTOCOL_ERROR), quiet=True)
+                    return
+                if out:
+                    self.duplex.sendall(out)
                 for event in events:
                     if self._dispatch(event, on_stream):
                         return

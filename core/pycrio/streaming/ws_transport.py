@@ -43,6 +43,8 @@ class WebSocketConn:
         self._closed = False
 
     def _send_event(self, event: object) -> None:
+        """Send one frame. wsproto is locked while it makes the frame, not while it is
+        written, so a client slow to read never holds up the reader thread."""
         with self._lock:
             if self._closed and not isinstance(event, CloseConnection):
                 raise ConnectionError("the WebSocket is closed")
@@ -50,7 +52,7 @@ class WebSocketConn:
                 data = self.ws.send(event)
             except LocalProtocolError as e:
                 raise ConnectionError(f"the WebSocket is closing: {e}") from None
-            self.duplex.sendall(data)
+        self.duplex.sendall(data)
 
     def send(self, message: bytes | str) -> None:
         if isinstance(message, str):
@@ -84,8 +86,9 @@ class WebSocketConn:
             if not data:
                 return
             try:
-                self.ws.receive_data(data)
-                events = list(self.ws.events())
+                with self._lock:  # wsproto is not thread-safe; writers use it too
+                    self.ws.receive_data(data)
+                    events = list(self.ws.events())
             except RemoteProtocolError as e:
                 self.close(CLOSE_PROTOCOL_ERROR, str(e)[:100])
                 return
