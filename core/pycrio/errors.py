@@ -7,13 +7,32 @@ failure is decided by the kind of failure, never by where it was noticed.
 
 from __future__ import annotations
 
-import grpc
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import grpc
+
+
+class _StatusCode:
+    """A class attribute naming a grpc.StatusCode, resolved when read.
+
+    So that importing the errors does not import grpc: a layer-unpacking
+    worker process (pycrio.storage.unpack_worker) raises these and must start fast.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> grpc.StatusCode:
+        import grpc
+
+        return getattr(grpc.StatusCode, self.name)
 
 
 class CRIError(Exception):
     """Base of every error that reaches the kubelet with a specific status code."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: Any = _StatusCode("INTERNAL")
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -21,50 +40,50 @@ class CRIError(Exception):
 
 
 class InvalidArgument(CRIError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = _StatusCode("INVALID_ARGUMENT")
 
 
 class NotFound(CRIError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = _StatusCode("NOT_FOUND")
 
 
 class AlreadyExists(CRIError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = _StatusCode("ALREADY_EXISTS")
 
 
 class FailedPrecondition(CRIError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = _StatusCode("FAILED_PRECONDITION")
 
 
 class Unimplemented(CRIError):
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = _StatusCode("UNIMPLEMENTED")
 
 
 class Unavailable(CRIError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = _StatusCode("UNAVAILABLE")
 
 
 class Unauthenticated(CRIError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = _StatusCode("UNAUTHENTICATED")
 
 
 class PermissionDenied(CRIError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = _StatusCode("PERMISSION_DENIED")
 
 
 class DeadlineExceeded(CRIError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = _StatusCode("DEADLINE_EXCEEDED")
 
 
 class ResourceExhausted(CRIError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = _StatusCode("RESOURCE_EXHAUSTED")
 
 
 class Internal(CRIError):
-    code = grpc.StatusCode.INTERNAL
+    code = _StatusCode("INTERNAL")
 
 
 class DataLoss(CRIError):
     """Bytes that do not match their digest or size: corrupt or tampered content."""
 
-    code = grpc.StatusCode.DATA_LOSS
+    code = _StatusCode("DATA_LOSS")

@@ -42,6 +42,11 @@ def popen(argv: list[str], **kwargs: Any) -> subprocess.Popen:
     return proc
 
 
+def keep_off(pid: int) -> None:
+    """A child someone else waits for (multiprocessing's forkserver): never reap it."""
+    _own.add(pid)
+
+
 def release(pid: int) -> None:
     """The caller has reaped ``pid``; forget it."""
     _own.discard(pid)

@@ -45,10 +45,9 @@ from pycrio.image.reference import Reference, is_short_name, parse
 from pycrio.image.registries_conf import PullSource, RegistriesConfig
 from pycrio.image.registry_client import RegistryClient
 from pycrio.singleflight import SingleFlight
-from pycrio.storage.compression import open_decompressed
-from pycrio.storage.digest_reader import DigestReader
+from pycrio.storage import unpack_worker
 from pycrio.storage.layer_store import LayerStore, chain_ids
-from pycrio.storage.layer_unpack import LayerSummary, WhiteoutMode, unpack_layer
+from pycrio.storage.layer_unpack import LayerSummary, WhiteoutMode
 
 log = logging.getLogger("pycrio.image")
 
@@ -324,9 +323,9 @@ class Puller:
             )
         with client.open_blob(repo, desc.digest, expected_size=desc.size) as blob:
             try:
-                tar = DigestReader(open_decompressed(blob, desc.media_type), diff_id)
-                summary = unpack_layer(tar, diff_dir, mode)
-                tar.verify()
+                summary = unpack_worker.unpack(
+                    unpack_worker.read_chunks(blob), diff_dir, desc.media_type, diff_id, mode
+                )
             except InvalidArgument as e:
                 _blame_the_blob(blob, e)
                 e.message = f"layer {desc.digest} of {client.registry}/{repo}: {e.message}"
