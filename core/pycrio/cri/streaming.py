@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import socket
 import ssl
-import threading
 from typing import Any
 
 from cri_api.v1 import api_pb2
@@ -28,7 +27,7 @@ from pycrio.sandbox.record import READY
 from pycrio.streaming import channels, process_io
 from pycrio.streaming.router import PortForward, RemoteCommand, Router, Target
 from pycrio.streaming.server import StreamServer
-from pycrio.streaming.stdio import SessionIO
+from pycrio.streaming.stdio import SessionIO, background
 from pycrio.streaming.tokens import TokenCache, TooManyInFlightError
 
 log = logging.getLogger("pycrio.streaming")
@@ -195,25 +194,23 @@ class StreamingService:
             raise FailedPrecondition(
                 f"cannot attach to container {r.id}: its monitor is not listening ({e})"
             ) from e
-        workers = []
         if io.stdin is not None and r.stdin:
-            workers.append(_spawn(_attach_input, sock, io, r.stdin_once))
+            background(_attach_input, sock, io, r.stdin_once)
         if io.resize is not None:
-            workers.append(_spawn(_attach_resizes, r.state_dir, io))
-        closer = _spawn(_close_on_disconnect, sock, io)
+            background(_attach_resizes, r.state_dir, io)
+        closer = background(_close_on_disconnect, sock, io)
         try:
             while packet := sock.recv(attach.BUF_SIZE + 1):
                 pipe, payload = attach.split_packet(packet)
                 out = io.stdout if pipe == attach.PIPE_STDOUT else io.stderr
-                if pipe == attach.PIPE_STDERR and io.stderr is None and r.tty:
-                    out = io.stdout
                 if out is not None and payload:
                     out.write(payload)
         except OSError as e:
             if not io.disconnected.is_set():
                 log.debug("attach to %s ended: %s", r.id, e)
         finally:
-            io.disconnected.set()  # ends the helpers below
+            io.disconnected.set()  # ends the closer; end_input the input and resize helpers
+            io.end_input()
             closer.join(timeout=2)
             sock.close()
         for stream in (io.stdout, io.stderr):
@@ -234,12 +231,6 @@ def _with_full_id(request: Any, container_id: str) -> Any:
     stored.CopyFrom(request)
     stored.container_id = container_id
     return stored
-
-
-def _spawn(target, *args) -> threading.Thread:  # noqa: ANN001 - local helper
-    thread = threading.Thread(target=target, args=args, daemon=True)
-    thread.start()
-    return thread
 
 
 def _attach_input(sock: socket.socket, io: SessionIO, stdin_once: bool) -> None:

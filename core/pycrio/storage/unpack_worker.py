@@ -34,8 +34,8 @@ from pycrio.storage.layer_unpack import LayerSummary, WhiteoutMode, unpack_layer
 log = logging.getLogger("pycrio.storage")
 
 CHUNK = 1 << 20
-#: How long the daemon waits for a worker to report once the blob was sent.
-RESULT_TIMEOUT = 600.0
+#: How long the daemon waits for a worker to take data or to answer.
+WORKER_TIMEOUT = 600.0
 _lock = threading.Lock()
 _ctx: Any = None
 
@@ -157,19 +157,25 @@ def unpack(
         raise errors.Internal(f"cannot start a layer unpacking process: {e}") from e
     finally:
         theirs.close()
+    # a worker stuck on a stalled disk must not hold the pull thread forever,
+    # whether it stops taking data or stops answering
+    ours.settimeout(WORKER_TIMEOUT)
     try:
         try:
             for chunk in chunks:
                 ours.sendall(chunk)
             ours.shutdown(socket.SHUT_WR)
+        except TimeoutError:
+            raise errors.DeadlineExceeded(
+                f"unpacking into {diff_dir} made no progress for {WORKER_TIMEOUT:g}s"
+            ) from None
         except (BrokenPipeError, ConnectionResetError):
             log.debug("the unpacking process of %s stopped reading early", diff_dir)
-        ours.settimeout(RESULT_TIMEOUT)
         try:
             answer = b"".join(iter(lambda: ours.recv(65536), b""))
         except TimeoutError:
             raise errors.DeadlineExceeded(
-                f"unpacking into {diff_dir} took longer than {RESULT_TIMEOUT:g}s"
+                f"unpacking into {diff_dir} made no progress for {WORKER_TIMEOUT:g}s"
             ) from None
         if not answer:
             proc.join(5)

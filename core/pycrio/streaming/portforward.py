@@ -53,7 +53,7 @@ def _forward(
         log.debug("port-forward: reading from the pod ended: %s", e)
     finally:
         data_out.close()
-        data_in.close()
+        data_in.abort()  # the pod's side is gone: what the client still sends goes nowhere
         upstream.join(timeout=5)
         sock.close()
 
@@ -178,7 +178,7 @@ def serve_websocket(
         log.info("port-forward WebSocket client error: %s", e)
     finally:
         for stream in inputs:
-            stream.close()
+            stream.abort()
         conn.close()
         for worker in workers:
             worker.join(timeout=5)

@@ -14,7 +14,7 @@ import threading
 
 from pycrio.kernel.interfaces import ExecProcess
 
-from .stdio import OutStream, SessionIO
+from .stdio import OutStream, SessionIO, background
 
 log = logging.getLogger("pycrio.streaming")
 
@@ -99,21 +99,16 @@ def run_process(proc: ExecProcess, io: SessionIO) -> int:
                     proc.kill()
                 return
 
-    def spawn(target, *args) -> threading.Thread:  # noqa: ANN001 - local helper
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        return thread
-
     outputs = [
-        spawn(_copy_output, fd, out)
+        background(_copy_output, fd, out)
         for fd, out in ((proc.stdout, io.stdout), (proc.stderr, io.stderr))
         if fd is not None
     ]
     if io.stdin is not None and proc.stdin is not None:
-        spawn(_feed_stdin, proc, os.dup(proc.stdin), io)
+        background(_feed_stdin, proc, os.dup(proc.stdin), io)
     if io.resize is not None:
-        spawn(_apply_resizes, proc, io)
-    spawn(watch)
+        background(_apply_resizes, proc, io)
+    background(watch)
     try:
         code = proc.wait()
     finally:

@@ -100,6 +100,7 @@ def serve_websocket(
         log.debug("WebSocket session ended early: %s", e)
     finally:
         done.set()
+        io.end_input()  # a reader blocked feeding stdin nobody reads is let go
         conn.close()
         reader.join(timeout=5)
 
@@ -142,6 +143,7 @@ def serve_spdy(
         target=session.serve, args=(on_stream, idle_timeout), name="spdy-read", daemon=True
     )
     reader.start()
+    io: SessionIO | None = None
     try:
         deadline = time.monotonic() + STREAM_CREATION_TIMEOUT
         with arrived:
@@ -184,6 +186,8 @@ def serve_spdy(
     except OSError as e:
         log.debug("SPDY session ended early: %s", e)
     finally:
+        if io is not None:
+            io.end_input()  # a reader blocked feeding stdin nobody reads is let go
         session.close()
         reader.join(timeout=5)
 

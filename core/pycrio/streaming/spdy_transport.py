@@ -117,7 +117,7 @@ class SpdySession:
         finally:
             self.closed.set()
             for stream in list(self._streams.values()):
-                stream.input.close()
+                stream.input.abort()
 
     def _dispatch(self, event: spdy.Event, on_stream: Callable[[SpdyStream], None]) -> bool:
         """Handle one event; True when the session is over."""
@@ -139,7 +139,7 @@ class SpdySession:
         elif isinstance(event, spdy.StreamReset):
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
-                stream.input.close()
+                stream.input.abort()
         elif isinstance(event, spdy.GoAway):
             return True
         return False

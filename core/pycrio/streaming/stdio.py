@@ -27,20 +27,56 @@ class OutStream(Protocol):
 
 
 class InStream:
-    """Bytes from the client, read by the backend; ``b""`` means end of stream."""
+    """Bytes from the client, read by the backend; ``b""`` means end of stream.
+
+    A full queue holds the transport's reader back (backpressure) until the
+    backend reads on or the stream is aborted: once nobody will read (the
+    process ended, the client left), a reader blocked here must be let go.
+    """
 
     def __init__(self) -> None:
         self._chunks: queue.Queue[bytes] = queue.Queue(MAX_QUEUED_CHUNKS)
-        self._closed = threading.Event()
+        self._ended = False
+        self._marker_queued = False
+        self._aborted = threading.Event()
+
+    def _put(self, item: bytes) -> None:
+        while not self._aborted.is_set():
+            try:
+                self._chunks.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            if not item:
+                self._marker_queued = True
+            return
 
     def feed(self, data: bytes) -> None:
-        if data and not self._closed.is_set():
-            self._chunks.put(bytes(data))
+        if data and not self._ended:
+            self._put(bytes(data))
 
     def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
-            self._chunks.put(b"")
+        """The client's end of input, after what it sent."""
+        if not self._ended:
+            self._ended = True
+            self._put(b"")
+
+    def abort(self) -> None:
+        """The input is over for good: release blocked feeders and end the stream.
+
+        What the client sent up to a normal end (close) is kept for the reader;
+        otherwise the unread rest is dropped to make room for the end.
+        """
+        self._ended = True
+        self._aborted.set()
+        if self._marker_queued:
+            return
+        while True:
+            try:
+                self._chunks.get_nowait()
+            except queue.Empty:
+                break
+        self._chunks.put_nowait(b"")
+        self._marker_queued = True
 
     def read(self, timeout: float | None = None) -> bytes | None:
         """The next chunk, ``b""`` at the end, None if ``timeout`` passed first."""
@@ -77,11 +113,18 @@ class SessionIO:
     disconnected: threading.Event = field(default_factory=threading.Event)
 
     def end_input(self) -> None:
-        """The client is gone or done: no more stdin, no more resizes."""
+        """The client or the session is done: no more stdin, no more resizes."""
         if self.stdin is not None:
-            self.stdin.close()
+            self.stdin.abort()
         if self.resize is not None:
             self.resize.put(None)
+
+
+def background(target: Callable[..., object], *args: object) -> threading.Thread:
+    """A daemon thread running ``target(*args)``: one per direction of a session."""
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
 
 
 #: Runs an exec or attach on the session's streams. Returns the exit code
