@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 # Debian packages the daemon and its tests use (real components, no mocks).
 DEB_PACKAGES := python3 python3-venv python3-pip ca-certificates openssl \
-	runc conmon crun criu containerd containernetworking-plugins \
+	runc conmon crun criu catatonit containerd containernetworking-plugins \
 	skopeo docker-registry apache2-utils busybox-static \
 	iptables nftables iproute2 util-linux
 

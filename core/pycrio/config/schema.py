@@ -277,6 +277,15 @@ OPTIONS: tuple[Option, ...] = (
         " <runroot>/ns.",
     ),
     Option(
+        "runtime",
+        "pod_init_path",
+        STR,
+        "",
+        "Path of catatonit, run as `pause -P`: PID 1 of each pod's shared PID namespace,"
+        " which reaps the pod's orphans; empty means look `catatonit` up in $PATH, then"
+        " /usr/libexec/podman.",
+    ),
+    Option(
         "network",
         "driver",
         STR,

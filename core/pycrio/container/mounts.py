@@ -11,7 +11,7 @@ already use replaces the default: the kubelet's /etc/hosts or a memory-backed
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,9 +181,15 @@ def clean_container_path(path: str, field: str) -> str:
 
 
 def cri_mounts(
-    mounts: Iterable[api_pb2.Mount], mountinfo_text: str | None = None
+    mounts: Iterable[api_pb2.Mount],
+    mountinfo_text: str | None = None,
+    image_sources: Mapping[int, str] | None = None,
 ) -> tuple[list[Mount], str]:
     """OCI mounts for the kubelet's mounts, and the rootfs propagation they need.
+
+    An image volume (``Mount.image``) at index i is bound read-only from
+    ``image_sources[i]``, the image's filesystem the caller mounted (see
+    :mod:`pycrio.container.image_volumes`); without one it is refused.
 
     Bind mounts are always recursive (``rbind``), as in CRI-O and containerd:
     a volume may have submounts the pod expects to see. Bidirectional
@@ -203,7 +209,18 @@ def cri_mounts(
             raise InvalidArgument(f"{field}.container_path: duplicate mount point {destination}")
         seen.add(destination)
         if m.HasField("image") and m.image.image:
-            raise InvalidArgument(f"{field}.image: image volumes are not supported")
+            image_source = (image_sources or {}).get(index)
+            if image_source is None:
+                raise InvalidArgument(f"{field}.image: image volumes are not supported here")
+            if not m.readonly:
+                raise InvalidArgument(f"{field}: an image volume must be read-only")
+            # nosuid and nodev, but not noexec: the image's programs must run
+            options = ["rbind", "rprivate", "ro", "nosuid", "nodev"]
+            out.append(
+                {"destination": destination, "type": "bind", "source": image_source,
+                 "options": options}
+            )  # fmt: skip
+            continue
         if len(m.uidMappings) or len(m.gidMappings):
             raise InvalidArgument(f"{field}: id-mapped mounts are not supported")
         if not m.host_path or not m.host_path.startswith("/") or "\x00" in m.host_path:

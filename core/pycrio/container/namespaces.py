@@ -1,15 +1,20 @@
 """The container's Linux namespaces, joined from its pod or new.
 
 The pod pins its network, IPC, UTS (and, when shared, PID) namespaces as
-files; a container joins those by path. NODE mode means the host's
-namespace, which in the OCI spec means not listing it. A mount namespace
+files; a container joins those by path. The network, IPC and UTS namespaces
+are always the pod's, as in CRI-O: the host's when the pod shares the host's
+(``network: NODE`` also means the host's UTS), whatever the container's own
+``namespace_options`` say, so that a container left with default options in
+a host-network pod is on the host's network like its pod. The host's
+namespace, in the OCI spec, means not listing it. The PID namespace follows
+the container's option (POD, CONTAINER, NODE or TARGET). A mount namespace
 is always the container's own; so is a cgroup namespace on cgroup v2, as
 with CRI-O, so that /sys/fs/cgroup shows the container's own subtree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from cri_api.v1 import api_pb2
@@ -38,15 +43,17 @@ def build(
     pod_paths: Mapping[str, str],
     target_pid: int | None,
     cgroup_v2: bool,
+    pod_host_kinds: Collection[str] = (),
 ) -> tuple[list[dict[str, Any]], bool]:
     """(linux.namespaces, whether the container has the host's UTS namespace).
 
-    POD joins the pod's pinned file, or makes a new namespace when the pod
-    pinned none of that kind. UTS is the host's exactly when the network is
-    (the kubelet's hostNetwork). TARGET shares the PID namespace of another
-    container, whose pid the caller supplies.
+    Network, IPC and UTS come from the pod: the host's for the kinds in
+    ``pod_host_kinds`` (net, ipc, uts), else the pod's pinned file, else a
+    new namespace (a pod that pinned none of that kind). The container's own
+    network and IPC modes are checked, not obeyed. TARGET shares the PID
+    namespace of another container, whose pid the caller supplies.
     """
-    unknown = set(pod_paths) - set(OCI_TYPE)
+    unknown = (set(pod_paths) | set(pod_host_kinds)) - set(OCI_TYPE)
     if unknown:
         raise InvalidArgument(f"pod namespace paths: unknown kinds {sorted(unknown)}")
     out: list[dict[str, Any]] = []
@@ -56,13 +63,10 @@ def build(
                 f"namespace_options.{name}: mode {api_pb2.NamespaceMode.Name(mode)} "
                 "is not supported (POD or NODE)"
             )
-    if options.network != NODE:
-        out.append(_join_or_new("net", pod_paths))
-    if options.ipc != NODE:
-        out.append(_join_or_new("ipc", pod_paths))
-    host_uts = options.network == NODE
-    if not host_uts:
-        out.append(_join_or_new("uts", pod_paths))
+    for kind in ("net", "ipc", "uts"):
+        if kind not in pod_host_kinds:
+            out.append(_join_or_new(kind, pod_paths))
+    host_uts = "uts" in pod_host_kinds
 
     if options.pid == POD:
         out.append(_join_or_new("pid", pod_paths))

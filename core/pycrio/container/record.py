@@ -40,6 +40,8 @@ class ContainerRecord:
     stdin_once: bool = False
     stop_signal: str = ""
     mounts: list[dict[str, Any]] = field(default_factory=list)
+    # image volumes (pycrio.container.image_volumes): their images are in use
+    image_volumes: list[dict[str, Any]] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
     user: dict[str, Any] = field(default_factory=dict)
     # what exists on the host, for undo and removal

@@ -137,12 +137,15 @@ class SpecInputs:
     """Everything a container's spec is made from.
 
     ``namespace_paths`` maps the pod's pinned namespace kinds (net, ipc,
-    uts, pid) to their files; a kind absent means the host's or a new one,
-    per the NamespaceOption modes. The pod's file paths may be empty (do not
-    mount). ``target_pid`` is the pid of the container named by
-    ``namespace_options.target_id`` for pid mode TARGET. ``allowed_annotations``
-    are the runtime handler's: no annotation-driven behaviour exists yet, so
-    they are accepted and unused (see :mod:`pycrio.container.annotations`).
+    uts, pid) to their files; ``pod_host_namespaces`` are the kinds (net,
+    ipc, uts) the pod shares with the host, which its containers share too.
+    ``image_volume_sources`` maps the index of each image mount in
+    ``config.mounts`` to the host path of the image's mounted filesystem.
+    The pod's file paths may be empty (do not mount). ``target_pid`` is the
+    pid of the container named by ``namespace_options.target_id`` for pid
+    mode TARGET. ``allowed_annotations`` are the runtime handler's: no
+    annotation-driven behaviour exists yet, so they are accepted and unused
+    (see :mod:`pycrio.container.annotations`).
     """
 
     config: api_pb2.ContainerConfig
@@ -155,6 +158,8 @@ class SpecInputs:
     image_name: str = ""
     image_id: str = ""
     namespace_paths: Mapping[str, str] = field(default_factory=dict)
+    pod_host_namespaces: frozenset[str] = frozenset()
+    image_volume_sources: Mapping[int, str] = field(default_factory=dict)
     hostname_path: str = ""
     hosts_path: str = ""
     resolv_conf_path: str = ""
@@ -235,7 +240,11 @@ def build_spec(inputs: SpecInputs) -> dict[str, Any]:
 
     # namespaces first: whether UTS is the host's decides hostname and HOSTNAME
     ns_list, host_uts = namespaces.build(
-        sc.namespace_options, inputs.namespace_paths, inputs.target_pid, host.cgroup_v2
+        sc.namespace_options,
+        inputs.namespace_paths,
+        inputs.target_pid,
+        host.cgroup_v2,
+        inputs.pod_host_namespaces,
     )
     hostname = "" if host_uts else sandbox.hostname
 
@@ -268,7 +277,9 @@ def build_spec(inputs: SpecInputs) -> dict[str, Any]:
     if profile:
         proc["apparmorProfile"] = profile
 
-    cri_mounts, rootfs_propagation = mounts.cri_mounts(config.mounts, host.mountinfo)
+    cri_mounts, rootfs_propagation = mounts.cri_mounts(
+        config.mounts, host.mountinfo, inputs.image_volume_sources
+    )
     base = mounts.default_mounts(privileged)
     base.append(mounts.shm_mount(inputs.shm_path))
     base += mounts.pod_file_mounts(

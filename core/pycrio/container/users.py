@@ -132,6 +132,21 @@ def _check_id(value: int, field: str) -> int:
     return value
 
 
+def check_group_has_user(security_context: api_pb2.LinuxContainerSecurityContext) -> None:
+    """run_as_group needs run_as_user or run_as_username, as in CRI-O and the kubelet.
+
+    A group alone would mix the kubelet's gid with the image's user, which
+    is not what the pod's author asked for (the image's USER may name its
+    own group).
+    """
+    if (
+        security_context.HasField("run_as_group")
+        and not security_context.HasField("run_as_user")
+        and not security_context.run_as_username
+    ):
+        raise InvalidArgument("user group is specified without user or username")
+
+
 def resolve_user(
     security_context: api_pb2.LinuxContainerSecurityContext,
     image_user: str,
@@ -147,6 +162,7 @@ def resolve_user(
     additional gids so that setgroups(2) never drops it (containerd does
     the same).
     """
+    check_group_has_user(security_context)
     name = ""
     entry: PasswdEntry | None
     group_spec = ""

@@ -21,6 +21,7 @@ from typing import Any
 
 from cri_api.v1 import api_pb2
 
+from pycrio.container import image_volumes, users
 from pycrio.container import resources as oci_resources
 from pycrio.container import spec as oci_spec
 from pycrio.container.record import (
@@ -84,6 +85,14 @@ def parse_signal(name: str) -> int:
 def reservation_name(config: api_pb2.ContainerConfig, sandbox: SandboxRecord) -> str:
     md = config.metadata
     return f"k8s_{md.name}_{sandbox.name}_{sandbox.namespace}_{sandbox.uid}_{md.attempt}"
+
+
+def pod_host_namespaces(sandbox: SandboxRecord) -> frozenset[str]:
+    """The namespace kinds the pod shares with the host, which its containers share too."""
+    kinds = {"net", "uts"} if sandbox.host_network else set()
+    if sandbox.ipc_mode == "node":
+        kinds.add("ipc")
+    return frozenset(kinds)
 
 
 class ContainerService:
@@ -247,9 +256,11 @@ class ContainerService:
             raise InvalidArgument("ContainerConfig.metadata.name is empty")
         if not config.image.image:
             raise InvalidArgument("ContainerConfig.image.image is empty")
+        users.check_group_has_user(config.linux.security_context)
         image = self.images.resolve(config.image.image)
         if image is None:
             raise NotFound(f"image {config.image.image!r} is not present; pull it first")
+        volumes = image_volumes.resolve(config.mounts, self.images.resolve)
         self._runtime(sandbox.runtime_handler)
         record = ContainerRecord(
             id=secrets.token_hex(32),
@@ -268,6 +279,7 @@ class ContainerService:
             stdin=config.stdin,
             stdin_once=config.stdin_once,
             infra=infra,
+            image_volumes=[asdict(v) for v in volumes],
         )
         record.log_path = self._log_path(sandbox, config, record.id)
         return self.names.create(
@@ -339,6 +351,7 @@ class ContainerService:
         if cgroup is not None and sandbox.cgroup_path:
             record.cgroups_path = cgroup.container_cgroups_path(sandbox.cgroup_path, record.id)
         image_config = self.images.image_config(image)
+        volume_sources = self._mount_image_volumes(record)
         spec = oci_spec.build_spec(
             oci_spec.SpecInputs(
                 config=request.config,
@@ -351,6 +364,8 @@ class ContainerService:
                 image_name=record.image,
                 image_id=image.id,
                 namespace_paths=dict(sandbox.namespaces),
+                pod_host_namespaces=pod_host_namespaces(sandbox),
+                image_volume_sources=volume_sources,
                 hostname_path=os.path.join(sandbox.run_dir, "hostname"),
                 hosts_path=os.path.join(sandbox.run_dir, "hosts"),
                 resolv_conf_path=os.path.join(sandbox.run_dir, "resolv.conf"),
@@ -372,6 +387,7 @@ class ContainerService:
                 "propagation": m.propagation,
             }
             for m in request.config.mounts
+            if not image_volumes.is_image_mount(m)
         ]
         for impl_failure in self._adjust(spec, record, sandbox, ctx):
             raise impl_failure
@@ -400,6 +416,17 @@ class ContainerService:
                 log_size_max=self.kernel.config.get("runtime.log_size_max"),
             )
         )
+
+    def _mount_image_volumes(self, record: ContainerRecord) -> dict[int, str]:
+        """Mount each image volume's image read-only; mounts index -> host path to bind."""
+        assert self.rootfs is not None
+        sources = {}
+        for entry in record.image_volumes:
+            volume = image_volumes.ImageVolume.from_record(entry)
+            root = self.rootfs.mount_image(record.id, volume.index, list(volume.layers))
+            entry["source"] = sources[volume.index] = image_volumes.source(volume, root)
+        self._store().save(record)
+        return sources
 
     def _adjust(
         self,
@@ -577,7 +604,11 @@ class ContainerService:
     def pycrio_image_in_use(self, image_id: str) -> list[str]:
         if self.store is None:
             return []
-        return [f"{r.name} ({r.id[:12]})" for r in self.store.all() if r.image_id == image_id]
+        return [
+            f"{r.name} ({r.id[:12]})"
+            for r in self.store.all()
+            if r.image_id == image_id or any(v["image_id"] == image_id for v in r.image_volumes)
+        ]
 
     # --- Status and List -------------------------------------------------------
 
@@ -743,7 +774,8 @@ def container_status(r: ContainerRecord) -> api_pb2.ContainerStatus:
                 propagation=m["propagation"],
             )
             for m in r.mounts
-        ],
+        ]
+        + [image_volumes.to_cri(v) for v in r.image_volumes],
     )
     linux_user = status.user.linux
     linux_user.uid = r.user.get("uid", 0)

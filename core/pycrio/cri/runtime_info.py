@@ -1,13 +1,22 @@
-"""Version, Status and RuntimeConfig: what the kubelet asks before anything else."""
+"""Version, Status and RuntimeConfig: what the kubelet asks before anything else.
+
+UpdateRuntimeConfig is the kubelet pushing the node's pod CIDR on every
+node status sync. pycrio, like CRI-O, leaves pod addressing to the network
+plugin's own configuration: the CIDR is checked, kept in memory and shown
+in ``Status(verbose)`` (``info["podCIDR"]``), and the call answers OK.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
+import threading
 
 from cri_api.v1 import api_pb2
 
 import pycrio
-from pycrio.errors import FailedPrecondition
+from pycrio.errors import FailedPrecondition, InvalidArgument
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.kernel import DriverSlot, Kernel
@@ -16,6 +25,8 @@ RUNTIME_NAME = "pycrio"
 RUNTIME_API_VERSION = "v1"
 # The kubelet's "version of the kubelet runtime API"; CRI-O and containerd send 0.1.0.
 KUBELET_API_VERSION = "0.1.0"
+
+log = logging.getLogger("pycrio.runtime")
 
 CGROUP_DRIVERS = {"systemd": api_pb2.SYSTEMD, "cgroupfs": api_pb2.CGROUPFS}
 
@@ -47,6 +58,8 @@ class RuntimeInfo:
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
+        self.pod_cidr = ""
+        self._cidr_lock = threading.Lock()
 
     @hookimpl
     def cri_version(
@@ -86,6 +99,7 @@ class RuntimeInfo:
             features=api_pb2.RuntimeFeatures(supplemental_groups_policy=True),
         )
         if request.verbose:
+            response.info["podCIDR"] = self.pod_cidr
             response.info["config"] = json.dumps(kernel.config.data, sort_keys=True)
             response.info["plugins"] = json.dumps(
                 [
@@ -134,3 +148,32 @@ class RuntimeInfo:
             )
         linux = api_pb2.LinuxRuntimeConfiguration(cgroup_driver=CGROUP_DRIVERS[name])
         return api_pb2.RuntimeConfigResponse(linux=linux)
+
+    @hookimpl
+    def cri_update_runtime_config(
+        self, request: api_pb2.UpdateRuntimeConfigRequest, ctx: CallContext
+    ) -> api_pb2.UpdateRuntimeConfigResponse:
+        cidr = parse_pod_cidr(request.runtime_config.network_config.pod_cidr)
+        with self._cidr_lock:
+            changed, self.pod_cidr = cidr != self.pod_cidr, cidr
+        if changed:
+            log.info("the kubelet set the pod CIDR to %r", cidr)
+        return api_pb2.UpdateRuntimeConfigResponse()
+
+
+def parse_pod_cidr(text: str) -> str:
+    """The kubelet's pod CIDR(s), comma-separated for dual stack, normalized; "" stays "".
+
+    INVALID_ARGUMENT names a part that is not an IP network.
+    """
+    if not text.strip():
+        return ""
+    networks = []
+    for part in text.split(","):
+        try:
+            networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError as e:
+            raise InvalidArgument(
+                f"runtime_config.network_config.pod_cidr: {part.strip()!r} is not a CIDR ({e})"
+            ) from e
+    return ",".join(networks)

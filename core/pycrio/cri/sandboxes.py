@@ -29,7 +29,7 @@ from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.interfaces import PodNetwork, PortMapping
 from pycrio.kernel.kernel import Kernel, call_each
 from pycrio.reservations import Reservations
-from pycrio.sandbox import files, namespaces, netstats, validate
+from pycrio.sandbox import files, namespaces, netstats, pause, validate
 from pycrio.sandbox.record import CREATING, NOTREADY, READY, SandboxRecord, SandboxStore
 
 log = logging.getLogger("pycrio.sandbox")
@@ -230,7 +230,9 @@ class SandboxService:
             )
             store.save(record)
         if record.pid_mode == "pod":
-            path, pid = namespaces.start_pid_holder(self.ns_dir, record.id)
+            init = pause.find_init(self.kernel.config.get("runtime.pod_init_path"))
+            init_dir = pause.link(os.path.join(self.kernel.config.runroot, "pause"), init)
+            path, pid = namespaces.start_pid_holder(self.ns_dir, record.id, init_dir)
             record.namespaces["pid"] = path
             record.pid_holder = pid
             store.save(record)

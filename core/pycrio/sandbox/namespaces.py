@@ -4,8 +4,9 @@ This is what CRI-O's pinns does for ``drop_infra_ctr = true``: ``unshare``
 creates the namespaces and bind-mounts them onto files under the run dir,
 where runc joins them by path and CNI configures the network namespace. A
 shared PID namespace is the exception: it dies with its first process, so a
-small holder process (``sleep infinity`` as PID 1, under ``unshare``) keeps
-it alive until the pod stops.
+small holder process (PID 1, under ``unshare``) keeps
+it alive until the pod stops: ``pause`` (catatonit, see
+:mod:`pycrio.sandbox.pause`), which also reaps the pod's orphans.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 
 from pycrio import reaper
 from pycrio.errors import Internal
+from pycrio.sandbox import pause
 
 log = logging.getLogger("pycrio.sandbox")
 
@@ -107,15 +109,20 @@ def pin(
     return files
 
 
-def start_pid_holder(ns_dir: str, pod_id: str) -> tuple[str, int]:
-    """A shared PID namespace and the process that keeps it alive: (file, pid)."""
+def start_pid_holder(ns_dir: str, pod_id: str, init_dir: str) -> tuple[str, int]:
+    """A shared PID namespace and the process that keeps it alive: (file, pid).
+
+    Its PID 1 is ``pause`` from ``init_dir`` (:func:`pycrio.sandbox.pause.link`).
+    """
     ensure_private_dir(ns_dir)
     os.makedirs(os.path.join(ns_dir, "pid"), mode=0o711, exist_ok=True)
     path = os.path.join(ns_dir, "pid", pod_id)
     with open(path, "w"):
         pass
+    init_argv, init_env = pause.command(init_dir)
     proc = subprocess.Popen(  # noqa: S603 - argv list; outlives this call on purpose
-        ["unshare", "--fork", "--kill-child", f"--pid={path}", "--", "sleep", "infinity"],
+        ["unshare", "--fork", "--kill-child", f"--pid={path}", "--", *init_argv],
+        env=init_env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

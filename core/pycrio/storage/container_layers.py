@@ -22,6 +22,7 @@ from pycrio.storage.layer_store import LayerStore
 log = logging.getLogger("pycrio.storage")
 
 MNT_DETACH = 2
+MS_RDONLY = 1
 #: The kernel copies at most one page of mount options.
 MOUNT_DATA_MAX = 4096
 COPY_TIMEOUT = 3600
@@ -82,38 +83,53 @@ class ContainerLayers:
             empty = os.path.join(base, "empty")
             os.makedirs(empty, mode=0o755, exist_ok=True)
             lowers = [empty]
-        fds: list[int] = []
-        try:
-            options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
-            if len(options) >= MOUNT_DATA_MAX:
-                # Too long for the one page of mount data (~40 layers under a usual
-                # root): name each layer by a descriptor of ours, ~17 bytes whatever
-                # its path, which takes images to Docker's limit of 127 layers.
-                fds = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in lowers]
-                short = ":".join(f"/proc/self/fd/{fd}" for fd in fds)
-                options = f"lowerdir={short},upperdir={upper},workdir={work}"
-            if len(options) >= MOUNT_DATA_MAX:
-                raise Internal(
-                    f"the image has too many layers ({len(image_layers)}) for one overlay mount"
-                )
-            if _libc.mount(b"overlay", merged.encode(), b"overlay", 0, options.encode()) != 0:
-                err = ctypes.get_errno()
-                raise Internal(f"mounting the container's rootfs at {merged}: {os.strerror(err)}")
-        finally:
-            for fd in fds:
-                os.close(fd)
+        _mount_overlay(merged, lowers, f",upperdir={upper},workdir={work}", 0)
+
+    def image_volumes_dir(self, container_id: str) -> str:
+        return os.path.join(self._paths(container_id)[0], "image-volumes")
+
+    def mount_image(self, container_id: str, index: int, image_layers: list[str]) -> str:
+        """An image's filesystem, read-only, for the container's image volume ``index``.
+
+        With overlay: an overlay of the image's layers with no upper dir
+        (read-only by construction, shared layers untouched) under the
+        container's own directory, so removing the container unmounts it.
+        With vfs: the top layer's diff, which is a full copy of the image.
+        """
+        if self.driver == "vfs":
+            if not image_layers:
+                raise Internal("the image has no layers to mount")
+            return self.layers.diff_dir(image_layers[-1])
+        target = os.path.join(self.image_volumes_dir(container_id), str(index))
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        if os.path.ismount(target):
+            return target
+        lowers = [self.layers.diff_dir(c) for c in reversed(image_layers)]
+        if len(lowers) < 2:
+            # overlayfs wants two lower dirs when there is no upper one
+            empty = os.path.join(self._paths(container_id)[0], "empty")
+            os.makedirs(empty, mode=0o755, exist_ok=True)
+            lowers.append(empty)
+        _mount_overlay(target, lowers, "", MS_RDONLY)
+        return target
 
     def unmount(self, container_id: str) -> None:
         merged = self._paths(container_id)[3]
         if self.driver == "vfs" or not os.path.exists(merged):
             return
-        if _libc.umount2(merged.encode(), MNT_DETACH) != 0:
-            err = ctypes.get_errno()
-            if err not in (errno.EINVAL, errno.ENOENT):
-                raise Internal(f"unmounting {merged}: {os.strerror(err)}")
+        _unmount(merged)
+
+    def unmount_images(self, container_id: str) -> None:
+        """Unmount the container's image volumes; missing ones are fine."""
+        volumes = self.image_volumes_dir(container_id)
+        if self.driver == "vfs" or not os.path.isdir(volumes):
+            return
+        for name in os.listdir(volumes):
+            _unmount(os.path.join(volumes, name))
 
     def remove(self, container_id: str) -> None:
         """Unmount and delete the container's layer; a missing one is fine."""
+        self.unmount_images(container_id)
         self.unmount(container_id)
         base = self._paths(container_id)[0]
         if os.path.isdir(base):
@@ -133,3 +149,33 @@ class ContainerLayers:
                 inodes += 1
                 used += st.st_blocks * 512
         return used, inodes
+
+
+def _unmount(path: str) -> None:
+    """Detach the mount at ``path``; not mounted or missing is fine."""
+    if _libc.umount2(path.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):
+            raise Internal(f"unmounting {path}: {os.strerror(err)}")
+
+
+def _mount_overlay(target: str, lowers: list[str], rest: str, flags: int) -> None:
+    """Mount an overlay of ``lowers`` (top first) at ``target``; ``rest`` adds options."""
+    fds: list[int] = []
+    try:
+        options = f"lowerdir={':'.join(lowers)}{rest}"
+        if len(options) >= MOUNT_DATA_MAX:
+            # Too long for the one page of mount data (~40 layers under a usual
+            # root): name each layer by a descriptor of ours, ~17 bytes whatever
+            # its path, which takes images to Docker's limit of 127 layers.
+            fds = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in lowers]
+            short = ":".join(f"/proc/self/fd/{fd}" for fd in fds)
+            options = f"lowerdir={short}{rest}"
+        if len(options) >= MOUNT_DATA_MAX:
+            raise Internal(f"the image has too many layers ({len(lowers)}) for one overlay mount")
+        if _libc.mount(b"overlay", target.encode(), b"overlay", flags, options.encode()) != 0:
+            err = ctypes.get_errno()
+            raise Internal(f"mounting an overlay at {target}: {os.strerror(err)}")
+    finally:
+        for fd in fds:
+            os.close(fd)

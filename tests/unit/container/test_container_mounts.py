@@ -135,13 +135,26 @@ def test_mountinfo_parsing() -> None:
             "requires private propagation",
         ),
         (m("/c", "/", propagation=9), "propagation: unknown value 9"),
-        (m("/c", "/", image=api_pb2.ImageSpec(image="x")), "image volumes are not supported"),
+        (m("/c", "", image=api_pb2.ImageSpec(image="x")), "image volumes are not supported here"),
         (m("/c", "/", uidMappings=[api_pb2.IDMapping(length=1)]), "id-mapped"),
     ],
 )  # fmt: skip
 def test_invalid_cri_mounts(mount: api_pb2.Mount, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         mounts.cri_mounts([mount], "")
+
+
+def test_image_volume_is_a_read_only_bind_without_noexec() -> None:
+    image = api_pb2.ImageSpec(image="x")
+    out, _ = mounts.cri_mounts(
+        [m("/tools", "", image=image, readonly=True)], "", image_sources={0: "/img/root"}
+    )
+    assert out == [
+        {"destination": "/tools", "type": "bind", "source": "/img/root",
+         "options": ["rbind", "rprivate", "ro", "nosuid", "nodev"]}
+    ]  # fmt: skip
+    with pytest.raises(InvalidArgument, match=r"mounts\[0\]: an image volume must be read-only"):
+        mounts.cri_mounts([m("/tools", "", image=image)], "", image_sources={0: "/img/root"})
 
 
 def test_duplicate_destination() -> None:

@@ -19,28 +19,40 @@ def as_map(entries: list[dict[str, str]]) -> dict[str, str]:
     return {e["type"]: e.get("path", "") for e in entries}
 
 
+HOST_POD_PINS = {"pid": "/proc/9/ns/pid"}
+
+
 @pytest.mark.parametrize(
-    ("options", "pins", "v2", "expected", "host_uts"),
+    ("options", "pins", "pod_host", "v2", "expected", "host_uts"),
     [
-        (opts(pid=ns.CONTAINER), PINS, False,
+        (opts(pid=ns.CONTAINER), PINS, (), False,
          {"network": "/run/ns/net", "ipc": "/run/ns/ipc", "uts": "/run/ns/uts", "pid": "",
           "mount": ""}, False),
-        (opts(pid=ns.POD), PINS, True,
+        (opts(pid=ns.POD), PINS, (), True,
          {"network": "/run/ns/net", "ipc": "/run/ns/ipc", "uts": "/run/ns/uts",
           "pid": "/proc/9/ns/pid", "mount": "", "cgroup": ""}, False),
-        (opts(network=ns.NODE, ipc=ns.NODE, pid=ns.NODE), PINS, False, {"mount": ""}, True),
-        (opts(pid=ns.CONTAINER), {}, False,  # nothing pinned: new namespaces
+        # the container's NODE does not take it out of its pod's namespaces
+        (opts(network=ns.NODE, ipc=ns.NODE, pid=ns.NODE), PINS, (), False,
+         {"network": "/run/ns/net", "ipc": "/run/ns/ipc", "uts": "/run/ns/uts", "mount": ""},
+         False),
+        # a pod on the host's network and IPC: so are its containers, whatever they ask
+        (opts(pid=ns.POD), HOST_POD_PINS, ("net", "ipc", "uts"), False,
+         {"pid": "/proc/9/ns/pid", "mount": ""}, True),
+        (opts(network=ns.NODE, ipc=ns.NODE, pid=ns.NODE), {}, ("net", "ipc", "uts"), False,
+         {"mount": ""}, True),
+        (opts(pid=ns.CONTAINER), {}, (), False,  # nothing pinned: new namespaces
          {"network": "", "ipc": "", "uts": "", "pid": "", "mount": ""}, False),
     ],
 )  # fmt: skip
 def test_build(
     options: api_pb2.NamespaceOption,
     pins: dict[str, str],
+    pod_host: tuple[str, ...],
     v2: bool,
     expected: dict[str, str],
     host_uts: bool,
 ) -> None:
-    entries, uts = ns.build(options, pins, None, v2)
+    entries, uts = ns.build(options, pins, None, v2, frozenset(pod_host))
     assert as_map(entries) == expected
     assert uts is host_uts
 

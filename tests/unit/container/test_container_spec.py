@@ -182,13 +182,27 @@ def test_namespaces_hostname_and_host_network(make_inputs: Inputs, config_factor
     spec = build_spec(make_inputs(namespace_paths=pins, cgroups_path="pod.slice:crio:c0ffee"))
     assert {"type": "network", "path": "/run/ns/net"} in spec["linux"]["namespaces"]
     assert spec["linux"]["cgroupsPath"] == "pod.slice:crio:c0ffee"
+    # the container's own options do not take it out of its pod's namespaces
     config = config_factory()
     config.linux.security_context.namespace_options.network = api_pb2.NODE
-    host_net = build_spec(make_inputs(config=config, namespace_paths=pins))
+    config.linux.security_context.namespace_options.ipc = api_pb2.NODE
+    in_pod = build_spec(make_inputs(config=config, namespace_paths=pins))
+    assert {"type": "network", "path": "/run/ns/net"} in in_pod["linux"]["namespaces"]
+    assert {"type": "ipc", "path": "/run/ns/ipc"} in in_pod["linux"]["namespaces"]
+    assert in_pod["hostname"] == "pod-host"
+    # a host-network pod: its containers are on the host's network and UTS, whatever
+    # their options say (here the defaults, POD)
+    host_kinds = frozenset({"net", "uts"})
+    host_net = build_spec(
+        make_inputs(namespace_paths={"ipc": "/run/ns/ipc"}, pod_host_namespaces=host_kinds)
+    )
     assert "hostname" not in host_net
     types = {n["type"] for n in host_net["linux"]["namespaces"]}
     assert "network" not in types and "uts" not in types
+    assert {"type": "ipc", "path": "/run/ns/ipc"} in host_net["linux"]["namespaces"]
     assert not any(e.startswith("HOSTNAME=") for e in host_net["process"]["env"])
+    host_ipc = build_spec(make_inputs(namespace_paths=pins, pod_host_namespaces=frozenset({"ipc"})))
+    assert "ipc" not in {n["type"] for n in host_ipc["linux"]["namespaces"]}
 
 
 def test_rlimits_clamped_without_sys_resource(
