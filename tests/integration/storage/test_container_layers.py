@@ -65,3 +65,29 @@ def test_a_short_image_keeps_readable_mount_options(tmp_path: Path) -> None:
         assert "/proc/self/fd/" not in line
     finally:
         store.remove("c2")
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_image_volume_mount_is_read_only_and_goes_with_the_container(
+    tmp_path: Path, count: int
+) -> None:
+    layers = Layers(tmp_path / "layers")
+    chain = [f"{i:064x}" for i in range(count)]
+    for i, chain_id in enumerate(chain):
+        diff = Path(layers.diff_dir(chain_id))
+        diff.mkdir(parents=True)
+        (diff / "same").write_text(str(i))
+    store = ContainerLayers(str(tmp_path), layers)  # type: ignore[arg-type]
+    store.create("c3", chain)
+    try:
+        # one layer too: overlayfs needs two lower dirs without an upper one
+        volume = Path(store.mount_image("c3", 0, chain))
+        assert os.path.ismount(volume)
+        assert (volume / "same").read_text() == str(count - 1)
+        with pytest.raises(OSError, match="Read-only file system"):
+            (volume / "new").write_text("x")
+        assert store.mount_image("c3", 0, chain) == str(volume)  # mounted once
+    finally:
+        store.remove("c3")
+    assert not volume.exists()
+    assert str(volume) not in Path("/proc/self/mountinfo").read_text()
