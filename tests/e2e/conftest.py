@@ -1,12 +1,40 @@
-"""Fixtures of the e2e tier: images the image-service tests add to the session registry."""
+"""Fixtures of the e2e tier: a container daemon and its pods, extra registry images.
+
+``crio`` is a daemon per test module with the standard busybox and multilayer
+images pulled, and ``pod`` a host-network pod per test in it, removed after
+the test with a check that nothing of its containers is left. A module that
+needs another daemon defines its own ``crio``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import image_e2e
 import pytest
 import registry_env
+from container_e2e import Pod, module_daemon, pod_per_test
+from daemon import DaemonProcess
+
+
+@pytest.fixture(scope="module")
+def crio(
+    tmp_path_factory: pytest.TempPathFactory, registry: Any, images: Any
+) -> Iterator[DaemonProcess]:
+    with module_daemon(
+        tmp_path_factory.mktemp("crio"),
+        registry.host,
+        [images.busybox.name, images.multilayer.name],
+    ) as d:
+        yield d
+
+
+@pytest.fixture
+def pod(crio: DaemonProcess, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pod]:
+    with pod_per_test(crio, tmp_path, request.node.name) as p:
+        yield p
 
 
 @pytest.fixture(scope="session")

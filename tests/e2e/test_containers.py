@@ -2,7 +2,8 @@
 
 One daemon serves the whole module (a pod per test, removed through the CRI
 afterwards); tests that restart the daemon or change its configuration are in
-test_containers_daemon.py. Pods use the node's network, so no CNI is involved.
+test_containers_daemon.py. Pods use the node's network, so no CNI is
+involved. The ``crio`` and ``pod`` fixtures are in conftest.py.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -25,7 +24,6 @@ from container_e2e import (
     Pod,
     assert_nothing_left,
     host_mounts,
-    module_daemon,
     parse_log,
     pod_config,
     processes_mentioning,
@@ -41,27 +39,6 @@ pytestmark = pytest.mark.e2e
 
 Images = registry_env.TestImages
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def crio(
-    tmp_path_factory: pytest.TempPathFactory, registry: Any, images: Any
-) -> Iterator[DaemonProcess]:
-    with module_daemon(
-        tmp_path_factory.mktemp("crio"),
-        registry.host,
-        [images.busybox.name, images.multilayer.name],
-    ) as d:
-        yield d
-
-
-@pytest.fixture
-def pod(crio: DaemonProcess, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pod]:
-    name = request.node.name.split("[")[0].replace("_", "-")[:40].strip("-")
-    p = Pod(crio, pod_config(name, tmp_path / "logs"))
-    yield p
-    p.remove()
-    assert_nothing_left(crio, p.containers)
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 PID 1 of a shared PID namespace, the namespaces of containers in a
 host-network pod, RunAsGroup without a user, image volumes and
 UpdateRuntimeConfig (issue 14). Real runc, conmon and registry images; one
-daemon for the module, a pod per test (on the node's network, so no CNI).
+daemon for the module, a pod per test (on the node's network, so no CNI):
+the ``crio`` and ``pod`` fixtures of conftest.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,10 +19,7 @@ import pytest
 import registry_env
 from container_e2e import (
     Pod,
-    assert_nothing_left,
     host_mounts,
-    module_daemon,
-    pod_config,
     rpc_error,
     wait_until,
 )
@@ -35,27 +31,6 @@ pytestmark = pytest.mark.e2e
 
 Images = registry_env.TestImages
 IMAGE_REF_ANNOTATION = "io.kubernetes.cri.image-ref"
-
-
-@pytest.fixture(scope="module")
-def crio(
-    tmp_path_factory: pytest.TempPathFactory, registry: Any, images: Any
-) -> Iterator[DaemonProcess]:
-    with module_daemon(
-        tmp_path_factory.mktemp("fidelity"),
-        registry.host,
-        [images.busybox.name, images.multilayer.name],
-    ) as d:
-        yield d
-
-
-@pytest.fixture
-def pod(crio: DaemonProcess, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pod]:
-    name = request.node.name.split("[")[0].replace("_", "-")[:40].strip("-")
-    p = Pod(crio, pod_config(name, tmp_path / "logs"))
-    yield p
-    p.remove()
-    assert_nothing_left(crio, p.containers)
 
 
 def proc_table(pod: Pod, cid: str) -> dict[int, tuple[str, str, int]]:

@@ -167,6 +167,16 @@ class Pod:
         )
 
 
+@contextlib.contextmanager
+def pod_per_test(d: DaemonProcess, tmp: Path, test_name: str) -> Iterator[Pod]:
+    """A host-network pod named after the test; removed after it, leaving nothing behind."""
+    name = test_name.split("[")[0].replace("_", "-")[:40].strip("-")
+    p = Pod(d, pod_config(name, tmp / "logs"))
+    yield p
+    p.remove()
+    assert_nothing_left(d, p.containers)
+
+
 def parse_log(path: Path) -> list[tuple[str, str, str, str]]:
     """(time, stream, tag, text) of every line; fails on a line not in the CRI format."""
     out = []
