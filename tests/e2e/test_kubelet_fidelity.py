@@ -10,8 +10,10 @@ the ``crio`` and ``pod`` fixtures of conftest.py.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +21,9 @@ import pytest
 import registry_env
 from container_e2e import (
     Pod,
+    assert_nothing_left,
     host_mounts,
+    pod_config,
     rpc_error,
     wait_until,
 )
@@ -72,6 +76,11 @@ def test_pod_pid1_is_a_reaping_pause(pod: Pod, images: Images) -> None:
 # --- 2. containers of a host-network pod are on the host's network ----------------------
 
 
+def ns_of(pod: Pod, cid: str, kind: str) -> str:
+    """The container's namespace of ``kind`` as ``kind:[inode]`` (busybox has no readlink)."""
+    return pod.out(cid, "ls", "-l", f"/proc/self/ns/{kind}").split(" -> ")[1].strip()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,6 +113,22 @@ def test_container_of_host_network_pod_shares_the_host_network(pod: Pod, images:
     assert pod.status(cid).status.state in (api_pb2.CONTAINER_RUNNING, api_pb2.CONTAINER_EXITED)
     other = pod.run("uts", images.busybox.name, command=["tail", "-f", "/dev/null"])
     assert pod.out(other, "hostname").strip() == socket.gethostname()
+    assert ns_of(pod, other, "net") == os.readlink("/proc/self/ns/net")
+
+
+def test_container_of_host_ipc_pod_shares_the_host_ipc(
+    crio: DaemonProcess, tmp_path: Path, images: Images
+) -> None:
+    config = pod_config("host-ipc", tmp_path / "logs")
+    config.linux.security_context.namespace_options.ipc = api_pb2.NODE
+    pod = Pod(crio, config)
+    try:
+        # the container's options are left unset (POD): it shares its pod's, the host's
+        cid = pod.run("ipc", images.busybox.name, command=["tail", "-f", "/dev/null"])
+        assert ns_of(pod, cid, "ipc") == os.readlink("/proc/self/ns/ipc")
+    finally:
+        pod.remove()
+    assert_nothing_left(crio, pod.containers)
 
 
 # --- 3. RunAsGroup without a user ---------------------------------------------------------
