@@ -268,3 +268,20 @@ def test_update_runtime_config(crio: DaemonProcess) -> None:
     assert "'10.88.0.0/99' is not a CIDR" in err.details()
     info = crio.runtime().Status(api_pb2.StatusRequest(verbose=True), timeout=10).info
     assert json.loads(json.dumps(info["podCIDR"])) == "10.88.0.0/16"  # kept the last good one
+
+
+def test_shared_pid_pod_without_its_init_is_refused_before_anything(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    d = start_daemon(config='[runtime]\npod_init_path = "/nonexistent/catatonit"\n')
+    config = pod_config("no-init", tmp_path / "logs")  # pid: POD, the CRI default
+    err = rpc_error(
+        lambda: d.runtime().RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=30)
+    )
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "pod_init_path '/nonexistent/catatonit' is not an executable" in err.details()
+    assert d.runtime().ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items == []
+    assert str(d.tmp) not in host_mounts()
+    # a pod with a PID namespace per container needs no pause
+    config.linux.security_context.namespace_options.pid = api_pb2.CONTAINER
+    d.runtime().RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=30)

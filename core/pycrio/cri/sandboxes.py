@@ -159,6 +159,8 @@ class SandboxService:
             raise InvalidArgument("user namespaces for pods are not supported by pycrio yet")
         if opts.pid == api_pb2.TARGET:
             raise InvalidArgument("a pod cannot target another container's PID namespace")
+        if opts.pid == api_pb2.POD:
+            pause.find_init(self.kernel.config.get("runtime.pod_init_path"))  # before creating
         network_mode = "node" if opts.network == api_pb2.NODE else "pod"
         ipc_mode = "node" if opts.ipc == api_pb2.NODE else "pod"
         validate.hostname(config.hostname)

@@ -4,9 +4,9 @@ This is what CRI-O's pinns does for ``drop_infra_ctr = true``: ``unshare``
 creates the namespaces and bind-mounts them onto files under the run dir,
 where runc joins them by path and CNI configures the network namespace. A
 shared PID namespace is the exception: it dies with its first process, so a
-small holder process (PID 1, under ``unshare``) keeps
-it alive until the pod stops: ``pause`` (catatonit, see
-:mod:`pycrio.sandbox.pause`), which also reaps the pod's orphans.
+holder process keeps it alive until the pod stops: its PID 1, ``pause``
+(catatonit under ``unshare``, see :mod:`pycrio.sandbox.pause`), which also
+reaps the pod's orphans.
 """
 
 from __future__ import annotations
