@@ -48,10 +48,15 @@ def daemon_config(tmp: Path, registry_host: str, extra: str = "") -> str:
 
 
 @contextlib.contextmanager
-def module_daemon(tmp: Path, registry_host: str, pulls: Iterable[str]) -> Iterator[DaemonProcess]:
-    """A daemon shared by a test module, with images pulled; its pods go with it."""
+def module_daemon(
+    tmp: Path, registry_host: str, pulls: Iterable[str], extra: str = ""
+) -> Iterator[DaemonProcess]:
+    """A daemon shared by a test module, with images pulled; its pods go with it.
+
+    ``extra`` is configuration (TOML) put before the harness's own tables.
+    """
     d = DaemonProcess(tmp, [], dict(os.environ))
-    d.config.write_text(daemon_config(tmp / "conf", registry_host))
+    d.config.write_text(daemon_config(tmp / "conf", registry_host, extra))
     d.start()
     try:
         for name in pulls:

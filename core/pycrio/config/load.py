@@ -20,6 +20,7 @@ from pycrio.config.schema import (
     INT,
     OPTIONS,
     PLUGINS,
+    POD_METRIC_GROUPS,
     RUNTIMES,
     STR,
     STR_LIST,
@@ -191,6 +192,17 @@ def _check_whole(cfg: Config) -> None:
         raise ConfigError("image.max_parallel_downloads must be positive")
     if data["api"]["shutdown_timeout"] < 0:
         raise ConfigError("api.shutdown_timeout must not be negative")
+    if data["stats"]["collection_period"] < 0:
+        raise ConfigError("stats.collection_period must not be negative (0 collects on demand)")
+    groups = data["stats"]["included_pod_metrics"]
+    unknown = [g for g in groups if g not in POD_METRIC_GROUPS]
+    if unknown:
+        raise ConfigError(
+            f"stats.included_pod_metrics: unknown metric group {unknown[0]!r}; choose from "
+            + ", ".join(POD_METRIC_GROUPS)
+        )
+    if "all" in groups and len(groups) > 1:
+        raise ConfigError('stats.included_pod_metrics: "all" must be the only entry')
 
 
 # Flags that override every file: flag destination -> dotted key.

@@ -24,6 +24,21 @@ PLUGINS = "table of plugin tables"
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal", "panic")
 
+#: Entries of [stats] included_pod_metrics: CRI-O's metric groups, plus "all".
+POD_METRIC_GROUPS = (
+    "all",
+    "cpu",
+    "memory",
+    "network",
+    "oom",
+    "process",
+    "spec",
+    "disk",
+    "diskIO",
+    "hugetlb",
+    "pressure",
+)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -451,6 +466,24 @@ OPTIONS: tuple[Option, ...] = (
         "PEM private key file for metrics_cert.",
     ),
     Option(
+        "stats",
+        "collection_period",
+        INT,
+        0,
+        "Seconds between two collections of pod and container stats and pod metrics,"
+        " served from that cache in between (CPU rates then span one period); 0 collects"
+        " them on every call. See docs/metrics.md.",
+    ),
+    Option(
+        "stats",
+        "included_pod_metrics",
+        STR_LIST,
+        [],
+        "Groups of cadvisor metrics ListPodSandboxMetrics collects: cpu, memory, network,"
+        " oom, process, spec, disk, diskIO, hugetlb, pressure, or all; empty means all."
+        " container_last_seen is always included.",
+    ),
+    Option(
         "tracing",
         "enable_tracing",
         BOOL,
@@ -489,6 +522,7 @@ TABLES: tuple[str, ...] = (
     "network",
     "image",
     "metrics",
+    "stats",
     "tracing",
     "plugins",
 )

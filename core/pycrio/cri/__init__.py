@@ -19,6 +19,7 @@ def core_plugins(kernel: Kernel) -> list[object]:
     from pycrio.metrics import Metrics
     from pycrio.server.list_streaming import ListStreaming
     from pycrio.server.status_api import StatusAPI
+    from pycrio.stats.server import StatsServer
     from pycrio.tracing import Tracing
 
     # First, so that their call wrappers (when enabled) see every call; the
@@ -29,6 +30,8 @@ def core_plugins(kernel: Kernel) -> list[object]:
     sandboxes = SandboxService(kernel)
     containers = ContainerService(kernel, images, sandboxes)
     sandboxes.containers = containers
+    stats = StatsServer(kernel, sandboxes, containers)
+    sandboxes.stats = containers.stats = metrics.stats = stats
     events = ContainerEvents(kernel, sandboxes, containers)
     status_api = StatusAPI(kernel, sandboxes, containers)
     return [
@@ -40,6 +43,7 @@ def core_plugins(kernel: Kernel) -> list[object]:
         images,
         sandboxes,
         containers,
+        stats,
         events,
         status_api,
         StreamingService(kernel, sandboxes, containers),

@@ -32,7 +32,7 @@ from pycrio.container.record import (
     ContainerRecord,
     ContainerStore,
 )
-from pycrio.cri.selection import fill_usage, selected
+from pycrio.cri.selection import selected
 from pycrio.errors import (
     CRIError,
     DeadlineExceeded,
@@ -103,6 +103,7 @@ class ContainerService:
         self.names: Reservations[str] = Reservations("container")
         self.store: ContainerStore | None = None
         self.rootfs: ContainerLayers | None = None
+        self.stats: Any = None  # the stats server (pycrio.stats.server), set by core_plugins
         self.host_facts: oci_spec.HostFacts | None = None
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -696,34 +697,12 @@ class ContainerService:
             stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code
         )
 
-    def _stats(self, r: ContainerRecord) -> api_pb2.ContainerStats:
-        stats = api_pb2.ContainerStats(
-            attributes=api_pb2.ContainerAttributes(
-                id=r.id, metadata=self._metadata(r), labels=r.labels, annotations=r.annotations
-            )
-        )
-        now = time.time_ns()
-        driver = self.kernel.cgroup_driver
-        if driver is not None and r.cgroups_path and r.state == RUNNING:
-            try:
-                usage = driver.stats(r.cgroups_path)
-            except NotFound:
-                usage = None
-            if usage is not None:
-                fill_usage(stats.cpu, stats.memory, usage, now)
-        if self.rootfs is not None:
-            used, inodes = self.rootfs.usage(r.id)
-            stats.writable_layer.timestamp = now
-            stats.writable_layer.fs_id.mountpoint = self.rootfs.dir
-            stats.writable_layer.used_bytes.value = used
-            stats.writable_layer.inodes_used.value = inodes
-        return stats
-
     @hookimpl
     def cri_container_stats(
         self, request: api_pb2.ContainerStatsRequest, ctx: CallContext
     ) -> api_pb2.ContainerStatsResponse:
-        return api_pb2.ContainerStatsResponse(stats=self._stats(self.lookup(request.container_id)))
+        record = self.lookup(request.container_id)
+        return api_pb2.ContainerStatsResponse(stats=self.stats.container_stats(record))
 
     @hookimpl
     def cri_list_container_stats(
@@ -734,7 +713,7 @@ class ContainerService:
         for r in self._listed():
             if not selected(f, id=r.id, labels=r.labels, pod=r.sandbox_id):
                 continue
-            out.append(self._stats(self._refresh(r)))
+            out.append(self.stats.container_stats(self._refresh(r)))
         return api_pb2.ListContainerStatsResponse(stats=out)
 
     @hookimpl

@@ -22,21 +22,20 @@ from typing import Any
 
 from cri_api.v1 import api_pb2
 
-from pycrio.cri.selection import fill_usage, selected
+from pycrio.cri.selection import selected
 from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.interfaces import PodNetwork, PortMapping
 from pycrio.kernel.kernel import Kernel, call_each
 from pycrio.reservations import Reservations
-from pycrio.sandbox import files, namespaces, netstats, pause, validate
+from pycrio.sandbox import files, namespaces, pause, validate
 from pycrio.sandbox.record import CREATING, NOTREADY, READY, SandboxRecord, SandboxStore
 
 log = logging.getLogger("pycrio.sandbox")
 
 MODES = {api_pb2.POD: "pod", api_pb2.CONTAINER: "container", api_pb2.NODE: "node"}
 STATES = {READY: api_pb2.SANDBOX_READY, NOTREADY: api_pb2.SANDBOX_NOTREADY}
-DEFAULT_INTERFACE = "eth0"  # the interface CNI plugins create in the pod (CNI_IFNAME)
 
 
 def reservation_name(md: api_pb2.PodSandboxMetadata) -> str:
@@ -77,6 +76,7 @@ class SandboxService:
         self.names: Reservations[str] = Reservations("pod sandbox")
         self.store: SandboxStore | None = None
         self.containers: Any = None  # the container service, for infra containers
+        self.stats: Any = None  # the stats server (pycrio.stats.server), set by core_plugins
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         config = kernel.config
@@ -536,48 +536,12 @@ class SandboxService:
 
     # --- stats and resources ---------------------------------------------------
 
-    def _stats(self, r: SandboxRecord) -> api_pb2.PodSandboxStats:
-        stats = api_pb2.PodSandboxStats(
-            attributes=api_pb2.PodSandboxAttributes(
-                id=r.id, metadata=self._metadata(r), labels=r.labels, annotations=r.annotations
-            )
-        )
-        if r.netns_path() and r.state == READY:
-            self._network_stats(r, stats.linux.network)
-        driver = self.kernel.cgroup_driver
-        if driver is None or not r.cgroup_path:
-            return stats
-        usage = driver.stats(r.cgroup_path)
-        now = time.time_ns()
-        linux = stats.linux
-        fill_usage(linux.cpu, linux.memory, usage, now)
-        linux.process.timestamp = now
-        linux.process.process_count.value = usage.pids
-        return stats
-
-    def _network_stats(self, r: SandboxRecord, usage: api_pb2.NetworkUsage) -> None:
-        try:
-            counters = netstats.read(r.netns_path())
-        except (CRIError, OSError) as e:
-            log.debug("network counters of pod %s: %s", r.id, e)
-            return
-        usage.timestamp = time.time_ns()
-        for c in counters:
-            if c.name == "lo":
-                continue
-            item = api_pb2.NetworkInterfaceUsage(name=c.name)
-            item.rx_bytes.value, item.rx_errors.value = c.rx_bytes, c.rx_errors
-            item.tx_bytes.value, item.tx_errors.value = c.tx_bytes, c.tx_errors
-            usage.interfaces.append(item)
-            if c.name == DEFAULT_INTERFACE:
-                usage.default_interface.CopyFrom(item)
-
     @hookimpl
     def cri_pod_sandbox_stats(
         self, request: api_pb2.PodSandboxStatsRequest, ctx: CallContext
     ) -> api_pb2.PodSandboxStatsResponse:
         r = self.lookup(request.pod_sandbox_id)
-        return api_pb2.PodSandboxStatsResponse(stats=self._stats(r))
+        return api_pb2.PodSandboxStatsResponse(stats=self.stats.pod_stats(r))
 
     @hookimpl
     def cri_list_pod_sandbox_stats(
@@ -588,10 +552,9 @@ class SandboxService:
         for r in self._visible():
             if not selected(f, id=r.id, labels=r.labels):
                 continue
-            try:
-                stats.append(self._stats(r))
-            except NotFound:
-                continue  # removed meanwhile
+            stats.append(self.stats.pod_stats(r))
+        if f is None:
+            self.stats.forget_gone()
         return api_pb2.ListPodSandboxStatsResponse(stats=stats)
 
     @hookimpl

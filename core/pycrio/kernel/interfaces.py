@@ -215,18 +215,81 @@ Resources = dict[str, Any]
 
 
 @dataclass
+class BlkioDevice:
+    """Block I/O of a cgroup on one device: bytes and operations by kind.
+
+    Kinds are the kernel's: ``Read``, ``Write``, ``Sync``, ``Async``,
+    ``Discard`` and ``Total`` (v2's io.stat gives Read, Write, Discard; the
+    driver adds Total).
+    """
+
+    major: int
+    minor: int
+    bytes: dict[str, int] = field(default_factory=dict)
+    ios: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class PressureTotals:
+    """Pressure stall information of one resource: total stalled time in microseconds.
+
+    ``some``: time at least one task waited; ``full``: time all tasks did.
+    """
+
+    some_us: int = 0
+    full_us: int = 0
+
+
+@dataclass
 class CgroupStats:
-    """Usage counters read from a cgroup (0 when the controller is absent)."""
+    """Usage counters and limits read from a cgroup (0 when the controller is absent).
+
+    Everything the kubelet's summary API and the cadvisor-named CRI metrics are
+    built from. Limits are 0 when unlimited. ``memory_available_bytes`` is
+    None when the cgroup has no memory limit (the kubelet then leaves
+    ``available_bytes`` unset). ``processes`` lists the pids of every process
+    in the cgroup and in the cgroups below it. ``hugetlb`` and ``pressure``
+    are empty when the node cannot measure them (see CgroupDriver.measurable).
+    """
 
     cpu_usage_ns: int = 0
+    cpu_user_ns: int = 0
+    cpu_system_ns: int = 0
+    cpu_periods: int = 0
+    cpu_throttled_periods: int = 0
+    cpu_throttled_ns: int = 0
     memory_usage_bytes: int = 0
+    memory_max_usage_bytes: int = 0
     memory_working_set_bytes: int = 0
     memory_rss_bytes: int = 0
+    memory_cache_bytes: int = 0
+    memory_mapped_file_bytes: int = 0
+    memory_swap_bytes: int = 0
+    memory_kernel_bytes: int = 0
+    memory_failcnt: int = 0
+    memory_oom_kills: int = 0
     memory_page_faults: int = 0
     memory_major_page_faults: int = 0
-    memory_available_bytes: int = 0
+    memory_available_bytes: int | None = None
     pids: int = 0
     pids_limit: int = 0
+    processes: list[int] = field(default_factory=list)
+    cpu_shares: int = 0
+    cpu_quota_us: int = 0
+    cpu_period_us: int = 0
+    memory_limit_bytes: int = 0
+    memory_reservation_bytes: int = 0
+    memory_swap_limit_bytes: int = 0
+    blkio: list[BlkioDevice] = field(default_factory=list)
+    hugetlb: dict[str, tuple[int, int]] = field(default_factory=dict)  # size -> (usage, max usage)
+    pressure: dict[str, PressureTotals] = field(default_factory=dict)  # "cpu", "memory", "io"
+
+
+#: What CgroupDriver.measurable() may report beyond the basic counters.
+MEASURE_HUGETLB = "hugetlb"
+MEASURE_PRESSURE = "pressure"
+MEASURE_CPU_QUOTA = "cpu_quota"
+MEASURE_MEMORY_RESERVATION = "memory_reservation"
 
 
 class CgroupDriver(Driver):
@@ -265,6 +328,14 @@ class CgroupDriver(Driver):
     @abc.abstractmethod
     def stats(self, path: str) -> CgroupStats:
         """Current usage of the cgroup; raises pycrio.errors.NotFound if it is gone."""
+
+    def measurable(self) -> frozenset[str]:
+        """Which optional CgroupStats parts this node fills in (``MEASURE_*``).
+
+        The core describes a metric to the kubelet only when every pod can
+        have a value for it; a driver that cannot tell returns nothing extra.
+        """
+        return frozenset()
 
 
 # --- pycrio.network ---------------------------------------------------------

@@ -10,11 +10,11 @@ from cri_api.v1 import api_pb2
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.kernel import Kernel
-from pycrio.metrics import pod_metrics
 
 if TYPE_CHECKING:
     from pycrio.metrics.registry import MetricSet
     from pycrio.metrics.server import MetricsServer
+    from pycrio.stats.server import StatsServer
 
 log = logging.getLogger("pycrio.metrics")
 
@@ -31,6 +31,7 @@ class Metrics:
         self.kernel = kernel
         self.set: MetricSet | None = None
         self.server: MetricsServer | None = None
+        self.stats: StatsServer | None = None  # set by core_plugins: it reads pods and containers
         if metrics_enabled(kernel):
             # Imported here so that a daemon with metrics off never loads prometheus_client.
             from pycrio.metrics.registry import MetricSet
@@ -89,12 +90,12 @@ class Metrics:
     def cri_list_metric_descriptors(
         self, request: api_pb2.ListMetricDescriptorsRequest, ctx: CallContext
     ) -> api_pb2.ListMetricDescriptorsResponse:
-        return api_pb2.ListMetricDescriptorsResponse(descriptors=pod_metrics.descriptors())
+        descriptors = self.stats.descriptors() if self.stats is not None else []
+        return api_pb2.ListMetricDescriptorsResponse(descriptors=descriptors)
 
     @hookimpl
     def cri_list_pod_sandbox_metrics(
         self, request: api_pb2.ListPodSandboxMetricsRequest, ctx: CallContext
     ) -> api_pb2.ListPodSandboxMetricsResponse:
-        return api_pb2.ListPodSandboxMetricsResponse(
-            pod_metrics=pod_metrics.pod_metrics(self.kernel)
-        )
+        metrics = self.stats.pod_metrics() if self.stats is not None else []
+        return api_pb2.ListPodSandboxMetricsResponse(pod_metrics=metrics)

@@ -22,6 +22,10 @@ class InterfaceCounters:
     rx_errors: int
     tx_bytes: int
     tx_errors: int
+    rx_packets: int = 0
+    rx_dropped: int = 0
+    tx_packets: int = 0
+    tx_dropped: int = 0
 
 
 def parse_net_dev(text: str) -> list[InterfaceCounters]:
@@ -39,6 +43,10 @@ def parse_net_dev(text: str) -> list[InterfaceCounters]:
                 rx_errors=int(values[2]),
                 tx_bytes=int(values[8]),
                 tx_errors=int(values[10]),
+                rx_packets=int(values[1]),
+                rx_dropped=int(values[3]),
+                tx_packets=int(values[9]),
+                tx_dropped=int(values[11]),
             )
         )
     return out
@@ -56,3 +64,9 @@ def read(netns_path: str) -> list[InterfaceCounters]:
     except DeadlineExceeded:
         raise NotFound(f"could not read network counters of {netns_path}") from None
     return parse_net_dev(text)
+
+
+def read_own() -> list[InterfaceCounters]:
+    """Counters of the daemon's own network namespace: the node's, which host-network pods use."""
+    with open("/proc/thread-self/net/dev") as f:
+        return parse_net_dev(f.read())

@@ -19,13 +19,22 @@ import threading
 import time
 
 from pycrio.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied
-from pycrio.kernel.interfaces import CgroupDriver, CgroupStats, DriverContext, Resources
+from pycrio.kernel.interfaces import (
+    MEASURE_CPU_QUOTA,
+    MEASURE_HUGETLB,
+    MEASURE_MEMORY_RESERVATION,
+    MEASURE_PRESSURE,
+    CgroupDriver,
+    CgroupStats,
+    DriverContext,
+    Resources,
+)
 
 from . import fs
 from .layout import MODE_NONE, Layout, detect
 from .paths import ancestors, check_id, clean_path
 from .resources import Write, v1_writes, v2_writes
-from .stats import stats_v1, stats_v2
+from .stats import PRESSURE_RESOURCES, stats_v1, stats_v2
 
 log = logging.getLogger("pycrio.cgroupfs")
 
@@ -63,6 +72,8 @@ class CgroupfsDriver(CgroupDriver):
         # Creation and its rollback are serialised so that one pod's rollback
         # cannot rmdir a shared parent another pod is just creating below.
         self._create_lock = threading.Lock()
+        self.hugepage_sizes = hugepage_sizes()
+        self._measurable = self._probe_measurable()
         log.info(
             "cgroupfs: cgroup %s layout, hierarchies %s",
             self.layout.mode,
@@ -137,19 +148,61 @@ class CgroupfsDriver(CgroupDriver):
         """Usage from v1 or v2 files (see :mod:`.stats`); NotFound when the cgroup is gone."""
         path = clean_path(path)
         self._require_existing(path)
+        unified = self.layout.unified
         if self.layout.uses_v2:
-            unified = self.layout.unified
             assert unified is not None
             base = unified.mountpoint + path
-            return stats_v2(lambda _controller, file: fs.read_text(f"{base}/{file}"))
+            stats = stats_v2(
+                lambda _controller, file: fs.read_text(f"{base}/{file}"), self.hugepage_sizes
+            )
+            stats.processes = _processes(base)
+            return stats
 
         def read(controller: str, file: str) -> str | None:
-            mount = self.layout.v1_mount(controller)
+            if controller == "unified":
+                mount = unified.mountpoint if unified is not None else None
+            else:
+                mount = self.layout.v1_mount(controller)
             return fs.read_text(f"{mount}{path}/{file}") if mount else None
 
-        return stats_v1(read)
+        stats = stats_v1(read, self.hugepage_sizes)
+        for controller in ("pids", "memory", "cpu"):
+            mount = self.layout.v1_mount(controller)
+            if mount is not None:
+                stats.processes = _processes(mount + path)
+                break
+        return stats
+
+    def measurable(self) -> frozenset[str]:
+        return self._measurable
 
     # --- internals ----------------------------------------------------------
+
+    def _probe_measurable(self) -> frozenset[str]:
+        """What this node's cgroups can tell beyond the basic counters.
+
+        PSI needs the kernel's pressure accounting (``/proc/pressure``) and a
+        cgroup2 hierarchy holding the pods: the only one on v2, the unified
+        mount of a hybrid machine (runc places containers there as well).
+        """
+        found = set()
+        unified = self.layout.unified
+        if self.layout.uses_v2:
+            controllers = self.layout.unified_controllers
+            has = controllers.__contains__
+        else:
+            has = lambda controller: self.layout.v1_mount(controller) is not None  # noqa: E731
+        if has("cpu"):
+            found.add(MEASURE_CPU_QUOTA)
+        if has("memory"):
+            found.add(MEASURE_MEMORY_RESERVATION)
+        if has("hugetlb") and self.hugepage_sizes:
+            found.add(MEASURE_HUGETLB)
+        if unified is not None and all(
+            _readable(f"/proc/pressure/{r}") for r in PRESSURE_RESOURCES
+        ):
+            found.add(MEASURE_PRESSURE)
+        return frozenset(found)
 
     def _translate(self, resources: Resources | None) -> list[Write]:
         if resources is None:
@@ -277,3 +330,45 @@ class CgroupfsDriver(CgroupDriver):
                 deferred.append((target, write))
         for target, write in deferred:
             fs.write_value(target, write.value)
+
+
+def _readable(path: str) -> bool:
+    """True when ``path`` can be read (a PSI file of a kernel booted with psi=0 cannot)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            f.read()
+        return True
+    except OSError:
+        return False
+
+
+def _processes(directory: str) -> list[int]:
+    """Pids in the cgroup ``directory`` and every cgroup below it, sorted."""
+    pids: set[int] = set()
+    for dirpath, _dirs, _files in os.walk(directory):
+        try:
+            text = fs.read_text(f"{dirpath}/cgroup.procs") or ""
+        except Internal:
+            continue  # removed while we walked
+        pids.update(int(p) for p in text.split() if p.isdigit())
+    return sorted(pids)
+
+
+def hugepage_sizes(sysfs: str = "/sys/kernel/mm/hugepages") -> tuple[str, ...]:
+    """The kernel's huge page sizes in the names cgroup files use ("2MB", "1GB")."""
+    try:
+        entries = os.listdir(sysfs)
+    except OSError:
+        return ()
+    sizes = []
+    for entry in entries:
+        kib = entry.removeprefix("hugepages-").removesuffix("kB")
+        if not kib.isdigit():
+            continue
+        value, unit = int(kib), "KB"
+        for bigger in ("MB", "GB", "TB"):
+            if value % 1024:
+                break
+            value, unit = value // 1024, bigger
+        sizes.append((int(kib), f"{value}{unit}"))
+    return tuple(name for _, name in sorted(sizes))

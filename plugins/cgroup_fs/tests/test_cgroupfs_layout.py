@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pycrio_cgroup_fs.layout import MODE_HYBRID, MODE_NONE, MODE_V1, MODE_V2, parse_mountinfo
 from pycrio_cgroup_fs.paths import ancestors, check_id, clean_path
-from pycrio_cgroup_fs.stats import parse_int, parse_keyed, stats_v1, stats_v2
+from pycrio_cgroup_fs.stats import (
+    parse_blkio_v1,
+    parse_int,
+    parse_io_stat,
+    parse_keyed,
+    parse_pressure,
+    stats_v1,
+    stats_v2,
+)
 
 from pycrio.errors import InvalidArgument
+from pycrio.kernel.interfaces import BlkioDevice, PressureTotals
 
 # This machine's shape: each v1 controller on its own, cgroup2 beside them.
 HYBRID = """\
@@ -168,8 +179,10 @@ def test_stats_v1_unlimited_and_missing() -> None:
         )
     )
     assert stats.memory_working_set_bytes == 0  # never negative
-    assert stats.memory_available_bytes == 0  # no limit, nothing to report
+    assert stats.memory_available_bytes is None  # no limit: the kubelet leaves it unset
+    assert stats.memory_limit_bytes == 0
     assert stats.cpu_usage_ns == 0 and stats.pids_limit == 0
+    assert stats.blkio == [] and stats.pressure == {} and stats.hugetlb == {}
 
 
 def test_stats_v2() -> None:
@@ -187,7 +200,87 @@ def test_stats_v2() -> None:
     )
     assert stats.cpu_usage_ns == 2_500_000
     assert (stats.memory_usage_bytes, stats.memory_working_set_bytes) == (8192, 7168)
-    assert stats.memory_available_bytes == 0
+    assert stats.memory_available_bytes is None
     assert stats.memory_rss_bytes == 4096
     assert (stats.memory_page_faults, stats.memory_major_page_faults) == (9, 1)
     assert (stats.pids, stats.pids_limit) == (1, 10)
+
+
+PSI = (
+    "some avg10=0.00 avg60=0.00 avg300=0.00 total=1570\n"
+    "full avg10=0.00 avg60=0.00 avg300=0.00 total=851\n"
+)
+
+
+def test_stats_v1_cadvisor_counters_and_limits() -> None:
+    files = {
+        "cpuacct.stat": "user 250\nsystem 100\n",
+        "cpu.stat": "nr_periods 40\nnr_throttled 3\nthrottled_time 5000000000\n",
+        "cpu.shares": "512\n",
+        "cpu.cfs_quota_us": "-1\n",
+        "cpu.cfs_period_us": "100000\n",
+        "memory.max_usage_in_bytes": "90000\n",
+        "memory.stat": "total_cache 100\ntotal_mapped_file 30\ntotal_swap 0\n",
+        "memory.kmem.usage_in_bytes": "4096\n",
+        "memory.failcnt": "6\n",
+        "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        "memory.soft_limit_in_bytes": "9223372036854771712\n",
+        "memory.memsw.limit_in_bytes": "9223372036854771712\n",
+        "blkio.io_service_bytes_recursive": "Total 0\n",
+        "blkio.throttle.io_service_bytes_recursive": "8:0 Read 4096\n8:0 Write 8192\n"
+        "8:0 Total 12288\nTotal 12288\n",
+        "blkio.throttle.io_serviced_recursive": "8:0 Read 1\n8:0 Write 2\nTotal 3\n",
+        "hugetlb.2MB.usage_in_bytes": "2097152\n",
+        "hugetlb.2MB.max_usage_in_bytes": "4194304\n",
+        "cpu.pressure": PSI,
+        "memory.pressure": PSI,
+        "io.pressure": PSI,
+    }
+    stats = stats_v1(reader(files), ["2MB", "1GB"])
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert stats.cpu_user_ns == 250 * 1_000_000_000 // ticks
+    assert (stats.cpu_periods, stats.cpu_throttled_periods) == (40, 3)
+    assert stats.cpu_throttled_ns == 5_000_000_000
+    assert (stats.cpu_shares, stats.cpu_quota_us, stats.cpu_period_us) == (512, 0, 100000)
+    assert (stats.memory_cache_bytes, stats.memory_mapped_file_bytes) == (100, 30)
+    assert (stats.memory_max_usage_bytes, stats.memory_kernel_bytes) == (90000, 4096)
+    assert (stats.memory_failcnt, stats.memory_oom_kills) == (6, 2)
+    assert (stats.memory_reservation_bytes, stats.memory_swap_limit_bytes) == (0, 0)
+    assert stats.blkio == [BlkioDevice(8, 0, {"Read": 4096, "Write": 8192, "Total": 12288},
+                                       {"Read": 1, "Write": 2})]  # fmt: skip
+    assert stats.hugetlb == {"2MB": (2097152, 4194304)}  # 1GB has no file: not reported
+    assert stats.pressure["cpu"] == PressureTotals(1570, 851)
+
+
+def test_stats_v2_cadvisor_counters_and_limits() -> None:
+    files = {
+        "cpu.stat": "usage_usec 10\nuser_usec 6\nsystem_usec 4\nnr_periods 5\n"
+        "nr_throttled 1\nthrottled_usec 700\n",
+        "cpu.weight": "39\n",
+        "cpu.max": "50000 100000\n",
+        "memory.max": "1048576\n",
+        "memory.low": "524288\n",
+        "memory.swap.max": "max\n",
+        "memory.events": "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
+        "memory.stat": "anon 1\nfile 2\nfile_mapped 3\nkernel 4\n",
+        "io.stat": "253:1 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n",
+        "cpu.pressure": PSI,
+        "memory.pressure": PSI,
+    }
+    stats = stats_v2(reader(files))
+    assert (stats.cpu_user_ns, stats.cpu_system_ns, stats.cpu_throttled_ns) == (6000, 4000, 700000)
+    # weight 39 is what 1024 shares (one CPU) become; back, the smallest shares giving 39
+    assert (stats.cpu_shares, stats.cpu_quota_us, stats.cpu_period_us) == (999, 50000, 100000)
+    assert stats.memory_available_bytes == 1048576
+    assert (stats.memory_reservation_bytes, stats.memory_swap_limit_bytes) == (524288, 0)
+    assert (stats.memory_failcnt, stats.memory_oom_kills) == (4, 1)
+    assert (stats.memory_cache_bytes, stats.memory_kernel_bytes) == (2, 4)
+    assert stats.blkio[0].bytes == {"Read": 10, "Write": 20, "Discard": 0, "Total": 30}
+    assert stats.pressure == {}  # io.pressure missing: all three or none
+
+
+def test_parsers_skip_what_they_do_not_know() -> None:
+    assert parse_pressure(None) is None
+    assert parse_pressure("some avg10=1.00 total=x\n") == PressureTotals(0, 0)
+    assert parse_blkio_v1("junk\n8:x Read 1\nTotal 5\n", None) == []
+    assert parse_io_stat("nodev\n1:2 rbytes=q\n")[0].bytes == {"Total": 0}

@@ -11,10 +11,8 @@ from prometheus_client import generate_latest
 from pycrio.config.load import defaults
 from pycrio.errors import NotFound
 from pycrio.kernel.hookspecs import CRI_HOOKS, hookimpl
-from pycrio.kernel.interfaces import CgroupStats
 from pycrio.kernel.kernel import Kernel, new_plugin_manager
 from pycrio.metrics import Metrics
-from pycrio.metrics.pod_metrics import METRICS
 
 
 class Fake:
@@ -117,40 +115,3 @@ def test_disabled_registers_no_wrapper_and_no_metric_set() -> None:
     assert not any(i.wrapper for i in kernel.hook.cri_version.get_hookimpls())
     kernel.hook.pycrio_startup(kernel=kernel)  # starts no server
     assert metrics.server is None
-
-
-def test_descriptors_and_pod_values_come_from_one_table() -> None:
-    kernel, _ = make_kernel(enabled=False)
-    descriptors = kernel.hook.cri_list_metric_descriptors(
-        request=api_pb2.ListMetricDescriptorsRequest(), ctx=None
-    ).descriptors
-    assert [d.name for d in descriptors] == [m.name for m in METRICS]
-    assert all(list(d.label_keys) == ["id", "name", "image"] for d in descriptors)
-
-    pod = SimpleNamespace(id="p1", name="web", state="ready", cgroup_path="/pod")
-    ctr = SimpleNamespace(
-        id="c1", name="app", state="running", infra=False, sandbox_id="p1",
-        cgroups_path="/pod/c1", image_ref="sha256:i", image="busybox",
-    )  # fmt: skip
-    stores = {
-        "pycrio.core:SandboxService": SimpleNamespace(store=SimpleNamespace(all=lambda: [pod])),
-        "pycrio.core:ContainerService": SimpleNamespace(store=SimpleNamespace(all=lambda: [ctr])),
-    }
-    stats = CgroupStats(cpu_usage_ns=3_500_000_000, memory_usage_bytes=7, pids=2)
-    driver = SimpleNamespace(stats=lambda path: stats)
-    kernel.pm.get_plugin = stores.get  # type: ignore[method-assign]
-    kernel.cgroup = SimpleNamespace(driver=driver)  # type: ignore[assignment]
-
-    response = kernel.hook.cri_list_pod_sandbox_metrics(
-        request=api_pb2.ListPodSandboxMetricsRequest(), ctx=None
-    )
-    (entry,) = response.pod_metrics
-    assert entry.pod_sandbox_id == "p1"
-    by_name = {m.name: m for m in entry.metrics}
-    assert by_name["container_cpu_usage_seconds_total"].value.value == 3
-    assert by_name["container_cpu_usage_seconds_total"].metric_type == api_pb2.COUNTER
-    assert by_name["container_processes"].value.value == 2
-    assert list(by_name["container_memory_usage_bytes"].label_values) == ["p1", "web", ""]
-    (container,) = entry.container_metrics
-    assert container.container_id == "c1"
-    assert list(container.metrics[0].label_values) == ["c1", "app", "sha256:i"]
