@@ -19,6 +19,13 @@ import threading
 import time
 
 from pycrio.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied
+from pycrio.kernel.cgroup_stats import (
+    hugepage_sizes,
+    pressure_accounted,
+    processes,
+    stats_v1,
+    stats_v2,
+)
 from pycrio.kernel.interfaces import (
     MEASURE_CPU_QUOTA,
     MEASURE_HUGETLB,
@@ -34,7 +41,6 @@ from . import fs
 from .layout import MODE_NONE, Layout, detect
 from .paths import ancestors, check_id, clean_path
 from .resources import Write, v1_writes, v2_writes
-from .stats import PRESSURE_RESOURCES, stats_v1, stats_v2
 
 log = logging.getLogger("pycrio.cgroupfs")
 
@@ -145,7 +151,7 @@ class CgroupfsDriver(CgroupDriver):
             raise first
 
     def stats(self, path: str) -> CgroupStats:
-        """Usage from v1 or v2 files (see :mod:`.stats`); NotFound when the cgroup is gone."""
+        """Usage from v1 or v2 files (see :mod:`pycrio.kernel.cgroup_stats`); NotFound if gone."""
         path = clean_path(path)
         self._require_existing(path)
         unified = self.layout.unified
@@ -155,7 +161,7 @@ class CgroupfsDriver(CgroupDriver):
             stats = stats_v2(
                 lambda _controller, file: fs.read_text(f"{base}/{file}"), self.hugepage_sizes
             )
-            stats.processes = _processes(base)
+            stats.processes = processes(base, _read_or_none)
             return stats
 
         def read(controller: str, file: str) -> str | None:
@@ -169,7 +175,7 @@ class CgroupfsDriver(CgroupDriver):
         for controller in ("pids", "memory", "cpu"):
             mount = self.layout.v1_mount(controller)
             if mount is not None:
-                stats.processes = _processes(mount + path)
+                stats.processes = processes(mount + path, _read_or_none)
                 break
         return stats
 
@@ -187,20 +193,19 @@ class CgroupfsDriver(CgroupDriver):
         """
         found = set()
         unified = self.layout.unified
-        if self.layout.uses_v2:
-            controllers = self.layout.unified_controllers
-            has = controllers.__contains__
-        else:
-            has = lambda controller: self.layout.v1_mount(controller) is not None  # noqa: E731
+
+        def has(controller: str) -> bool:
+            if self.layout.uses_v2:
+                return controller in self.layout.unified_controllers
+            return self.layout.v1_mount(controller) is not None
+
         if has("cpu"):
             found.add(MEASURE_CPU_QUOTA)
         if has("memory"):
             found.add(MEASURE_MEMORY_RESERVATION)
         if has("hugetlb") and self.hugepage_sizes:
             found.add(MEASURE_HUGETLB)
-        if unified is not None and all(
-            _readable(f"/proc/pressure/{r}") for r in PRESSURE_RESOURCES
-        ):
+        if unified is not None and pressure_accounted():
             found.add(MEASURE_PRESSURE)
         return frozenset(found)
 
@@ -332,43 +337,8 @@ class CgroupfsDriver(CgroupDriver):
             fs.write_value(target, write.value)
 
 
-def _readable(path: str) -> bool:
-    """True when ``path`` can be read (a PSI file of a kernel booted with psi=0 cannot)."""
+def _read_or_none(path: str) -> str | None:
     try:
-        with open(path, encoding="ascii") as f:
-            f.read()
-        return True
-    except OSError:
-        return False
-
-
-def _processes(directory: str) -> list[int]:
-    """Pids in the cgroup ``directory`` and every cgroup below it, sorted."""
-    pids: set[int] = set()
-    for dirpath, _dirs, _files in os.walk(directory):
-        try:
-            text = fs.read_text(f"{dirpath}/cgroup.procs") or ""
-        except Internal:
-            continue  # removed while we walked
-        pids.update(int(p) for p in text.split() if p.isdigit())
-    return sorted(pids)
-
-
-def hugepage_sizes(sysfs: str = "/sys/kernel/mm/hugepages") -> tuple[str, ...]:
-    """The kernel's huge page sizes in the names cgroup files use ("2MB", "1GB")."""
-    try:
-        entries = os.listdir(sysfs)
-    except OSError:
-        return ()
-    sizes = []
-    for entry in entries:
-        kib = entry.removeprefix("hugepages-").removesuffix("kB")
-        if not kib.isdigit():
-            continue
-        value, unit = int(kib), "KB"
-        for bigger in ("MB", "GB", "TB"):
-            if value % 1024:
-                break
-            value, unit = value // 1024, bigger
-        sizes.append((int(kib), f"{value}{unit}"))
-    return tuple(name for _, name in sorted(sizes))
+        return fs.read_text(path)
+    except Internal:
+        return None  # a cgroup removed while its tree was walked

@@ -19,10 +19,6 @@ from typing import Any
 
 from pycrio.errors import InvalidArgument
 
-#: The v1 value the kernel reports for "no memory limit" is 2**63 - 4096 rounded
-#: to a page; anything this large is treated as unlimited.
-UNLIMITED_THRESHOLD = 1 << 62
-
 _PAGE_SIZE_RE = re.compile(r"^[1-9][0-9]*(KB|MB|GB|TB|PB)$")
 _UNIFIED_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.]+$")
 
@@ -55,18 +51,6 @@ def shares_to_weight(shares: int) -> int:
         return 0
     shares = min(max(shares, 2), 262144)
     return 1 + ((shares - 2) * 9999) // 262142
-
-
-def weight_to_shares(weight: int) -> int:
-    """The smallest cpu.shares that :func:`shares_to_weight` maps to ``weight``.
-
-    For reading a v2 weight back in v1 terms: rounding up makes the round trip
-    weight -> shares -> weight exact.
-    """
-    if weight == 0:
-        return 0
-    weight = min(max(weight, 1), 10000)
-    return 2 + -((-(weight - 1) * 262142) // 9999)
 
 
 def blkio_weight_to_io_weight(weight: int) -> int:

@@ -7,7 +7,9 @@ import os
 import pytest
 from pycrio_cgroup_fs.layout import MODE_HYBRID, MODE_NONE, MODE_V1, MODE_V2, parse_mountinfo
 from pycrio_cgroup_fs.paths import ancestors, check_id, clean_path
-from pycrio_cgroup_fs.stats import (
+
+from pycrio.errors import InvalidArgument
+from pycrio.kernel.cgroup_stats import (
     parse_blkio_v1,
     parse_int,
     parse_io_stat,
@@ -16,8 +18,6 @@ from pycrio_cgroup_fs.stats import (
     stats_v1,
     stats_v2,
 )
-
-from pycrio.errors import InvalidArgument
 from pycrio.kernel.interfaces import BlkioDevice, PressureTotals
 
 # This machine's shape: each v1 controller on its own, cgroup2 beside them.

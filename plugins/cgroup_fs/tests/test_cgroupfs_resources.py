@@ -11,10 +11,10 @@ from pycrio_cgroup_fs.resources import (
     shares_to_weight,
     v1_writes,
     v2_writes,
-    weight_to_shares,
 )
 
 from pycrio.errors import InvalidArgument
+from pycrio.kernel.cgroup_stats import weight_to_shares
 
 MiB = 1 << 20
 

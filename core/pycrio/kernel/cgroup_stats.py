@@ -1,5 +1,8 @@
 """Read usage counters and limits back from cgroup files, the way cadvisor and the kubelet do.
 
+Shared by the cgroup drivers (cgroupfs, systemd): whoever created a cgroup,
+its usage is read from the same kernel files the same way.
+
 The computations are pure over a ``read(controller, file)`` callable that
 returns the file's text or None when it does not exist, so they can be
 tested with sample file contents. The working set is usage minus inactive
@@ -20,13 +23,27 @@ from collections.abc import Callable, Iterable
 
 from pycrio.kernel.interfaces import BlkioDevice, CgroupStats, PressureTotals
 
-from .resources import UNLIMITED_THRESHOLD, weight_to_shares
+#: The v1 value the kernel reports for "no memory limit" is 2**63 - 4096 rounded
+#: to a page; anything this large is treated as unlimited.
+UNLIMITED_THRESHOLD = 1 << 62
 
 Reader = Callable[[str, str], "str | None"]
 
 #: USER_HZ: the unit of cpuacct.stat.
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PRESSURE_RESOURCES = ("cpu", "memory", "io")
+
+
+def weight_to_shares(weight: int) -> int:
+    """The smallest v1 cpu.shares that runc's shares -> v2 cpu.weight mapping turns into ``weight``.
+
+    runc maps shares [2, 262144] linearly onto weights [1, 10000]; reading a v2
+    weight back in v1 terms rounds up, so weight -> shares -> weight is exact.
+    """
+    if weight == 0:
+        return 0
+    weight = min(max(weight, 1), 10000)
+    return 2 + -((-(weight - 1) * 262142) // 9999)
 
 
 def parse_keyed(text: str | None) -> dict[str, int]:
@@ -263,3 +280,46 @@ def stats_v2(read: Reader, hugepage_sizes: Iterable[str] = ()) -> CgroupStats:
             stats.hugetlb[size] = (parse_int(usage), 0)  # v2 keeps no maximum
     stats.pressure = _pressure(read, "")
     return stats
+
+
+def processes(directory: str, read: Callable[[str], str | None]) -> list[int]:
+    """Pids in the cgroup ``directory`` and every cgroup below it, sorted.
+
+    ``read(path)`` returns a file's text or None; a cgroup removed while the
+    tree is walked just contributes nothing.
+    """
+    pids: set[int] = set()
+    for dirpath, _dirs, _files in os.walk(directory):
+        pids.update(int(p) for p in (read(f"{dirpath}/cgroup.procs") or "").split() if p.isdigit())
+    return sorted(pids)
+
+
+def hugepage_sizes(sysfs: str = "/sys/kernel/mm/hugepages") -> tuple[str, ...]:
+    """The kernel's huge page sizes in the names cgroup files use ("2MB", "1GB")."""
+    try:
+        entries = os.listdir(sysfs)
+    except OSError:
+        return ()
+    sizes = []
+    for entry in entries:
+        kib = entry.removeprefix("hugepages-").removesuffix("kB")
+        if not kib.isdigit():
+            continue
+        value, unit = int(kib), "KB"
+        for bigger in ("MB", "GB", "TB"):
+            if value % 1024:
+                break
+            value, unit = value // 1024, bigger
+        sizes.append((int(kib), f"{value}{unit}"))
+    return tuple(name for _, name in sorted(sizes))
+
+
+def pressure_accounted() -> bool:
+    """Whether the kernel accounts pressure stalls (PSI); a kernel booted with psi=0 does not."""
+    for resource in PRESSURE_RESOURCES:
+        try:
+            with open(f"/proc/pressure/{resource}", encoding="ascii") as f:
+                f.read()
+        except OSError:
+            return False
+    return True
