@@ -22,7 +22,13 @@ from pycrio_cgroup_fs.layout import MODE_NONE, MODE_V2, Hierarchy, Layout, detec
 
 from pycrio.config.load import defaults
 from pycrio.errors import FailedPrecondition, InvalidArgument, NotFound
-from pycrio.kernel.interfaces import CgroupDriver, DriverContext
+from pycrio.kernel.interfaces import (
+    MEASURE_CPU_QUOTA,
+    MEASURE_MEMORY_RESERVATION,
+    MEASURE_PRESSURE,
+    CgroupDriver,
+    DriverContext,
+)
 
 MiB = 1 << 20
 
@@ -170,6 +176,17 @@ def test_v1_pod_cgroup_lifecycle(
     assert 0 < stats.memory_working_set_bytes <= stats.memory_usage_bytes
     assert 0 < stats.memory_available_bytes < 256 * MiB
     assert stats.memory_page_faults > 0
+    # what the cadvisor metrics need: the processes, the limits as set, the split CPU time
+    assert stats.processes == [child.pid]
+    assert (stats.cpu_shares, stats.cpu_quota_us, stats.cpu_period_us) == (512, 50000, 100000)
+    assert stats.memory_limit_bytes == 256 * MiB
+    assert stats.memory_max_usage_bytes >= stats.memory_usage_bytes
+    assert stats.cpu_user_ns + stats.cpu_system_ns > 0
+    assert stats.cpu_periods > 0  # a quota is set: CFS counts its periods
+    measurable = driver.measurable()
+    assert {MEASURE_CPU_QUOTA, MEASURE_MEMORY_RESERVATION} <= measurable
+    if MEASURE_PRESSURE in measurable:
+        assert set(stats.pressure) == {"cpu", "memory", "io"}
 
     driver.update(
         path,
