@@ -171,6 +171,18 @@ def test_two_pods_get_distinct_ips_reach_each_other_and_leave_nothing(
     assert net.default_interface.name == "eth0"
     assert net.default_interface.tx_bytes.value > 0 and net.default_interface.rx_bytes.value > 0
     assert [i.name for i in net.interfaces] == ["eth0"]
+    # the cadvisor network metrics: the pod namespace's eth0, the loopback left out
+    (metrics,) = [
+        p
+        for p in rt.ListPodSandboxMetrics(api_pb2.ListPodSandboxMetricsRequest()).pod_metrics
+        if p.pod_sandbox_id == a
+    ]
+    received = {
+        m.label_values[3]: m.value.value
+        for m in metrics.metrics
+        if m.name == "container_network_receive_packets_total"
+    }
+    assert list(received) == ["eth0"] and received["eth0"] > 0
     assert run("ip", "-o", "link").stdout.count("veth") == links_before + 2
 
     for pod_id in (a, b):
