@@ -19,33 +19,12 @@ import pytest
 from container_e2e import Pod, module_daemon, pod_config, rpc_error
 from cri_api.v1 import api_pb2
 from daemon import DaemonProcess
+from kubelet_metrics import KUBELET_METRICS
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1 << 20
 BUSY = ["sh", "-c", "while :; do :; done"]
-
-#: The cadvisor metrics the kubelet reads (issue 14): described on every node.
-KUBELET_METRICS = set(
-    """container_blkio_device_usage_total container_cpu_cfs_periods_total
-container_cpu_cfs_throttled_periods_total container_cpu_cfs_throttled_seconds_total
-container_cpu_system_seconds_total container_cpu_usage_seconds_total
-container_cpu_user_seconds_total container_file_descriptors container_fs_inodes_free
-container_fs_inodes_total container_fs_limit_bytes container_fs_reads_bytes_total
-container_fs_reads_total container_fs_usage_bytes container_fs_writes_bytes_total
-container_fs_writes_total container_last_seen container_memory_cache container_memory_failcnt
-container_memory_failures_total container_memory_kernel_usage container_memory_mapped_file
-container_memory_max_usage_bytes container_memory_rss container_memory_swap
-container_memory_usage_bytes container_memory_working_set_bytes
-container_network_receive_bytes_total container_network_receive_errors_total
-container_network_receive_packets_dropped_total container_network_receive_packets_total
-container_network_transmit_bytes_total container_network_transmit_errors_total
-container_network_transmit_packets_dropped_total container_network_transmit_packets_total
-container_oom_events_total container_processes container_sockets container_spec_cpu_period
-container_spec_cpu_shares container_spec_memory_limit_bytes
-container_spec_memory_swap_limit_bytes container_start_time_seconds container_threads
-container_threads_max""".split()
-)
 
 
 def host_can(what: str) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from cri_api.v1 import api_pb2
 
+from pycrio.config.schema import POD_METRIC_GROUPS
 from pycrio.kernel.interfaces import (
     MEASURE_CPU_QUOTA,
     MEASURE_HUGETLB,
@@ -41,19 +42,8 @@ COUNTER = api_pb2.COUNTER
 GAUGE = api_pb2.GAUGE
 SECOND = 1_000_000_000
 
-#: included_pod_metrics groups, in the order descriptors are listed.
-GROUPS = (
-    "cpu",
-    "memory",
-    "network",
-    "oom",
-    "process",
-    "spec",
-    "disk",
-    "diskIO",
-    "hugetlb",
-    "pressure",
-)
+#: included_pod_metrics groups, in the order descriptors are listed (the schema's, minus "all").
+GROUPS = tuple(g for g in POD_METRIC_GROUPS if g != "all")
 ALWAYS = ""  # container_last_seen: described whatever the groups
 
 
