@@ -21,17 +21,23 @@ Max nice priority         0                    0
 """  # noqa: W291 - the kernel pads its columns with spaces
 
 
-def test_rate_is_usage_over_time_since_the_previous_reading() -> None:
+def test_rate_is_usage_over_time_since_a_reading_at_least_a_second_old() -> None:
+    s = 1_000_000_000
     rates = CpuRates()
-    assert rates.rate("c1", 1_000_000_000, 5_000_000_000) is None  # first reading
+    assert rates.rate("c1", 1 * s, 5 * s) is None  # first reading
+    assert rates.rate("c1", 1 * s + 5, 5 * s) is None  # still nothing a second old
     # 0.5 s of CPU in 2 s: a quarter of a core
-    assert rates.rate("c1", 3_000_000_000, 5_500_000_000) == 250_000_000
-    assert rates.rate("c1", 3_000_000_000, 5_600_000_000) is None  # no time passed
-    assert rates.rate("c1", 4_000_000_000, 1) is None  # counter reset: no rate
-    assert rates.rate("c1", 5_000_000_000, 1_000_000_001) == 1_000_000_000
+    assert rates.rate("c1", 3 * s, 5 * s + s // 2) == 250_000_000
+    # a burst of readings right after: measured against the same baseline, not each other
+    # (the baseline is the reading at 1 s + 5 ns)
+    burst = rates.rate("c1", 3 * s + 1000, 5 * s + s // 2 + 1000)
+    assert burst == (s // 2 + 1000) * s // (2 * s + 995)
+    # the baseline moved to the burst's last reading: 1.5 s of CPU in 2 s
+    assert rates.rate("c1", 5 * s, 7 * s) == (3 * s // 2 - 1000) * s // (2 * s - 1000)
+    assert rates.rate("c1", 7 * s, 1) is None  # counter went back: start over
     rates.rate("c2", 1, 1)
     rates.forget({"c2"})
-    assert len(rates) == 1 and rates.rate("c1", 6_000_000_000, 2) is None
+    assert len(rates) == 1 and rates.rate("c1", 9 * s, 2) is None
 
 
 def test_usage_messages_leave_unknown_values_unset() -> None:
