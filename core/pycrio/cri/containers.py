@@ -44,7 +44,7 @@ from pycrio.errors import (
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.interfaces import CreateRequest, RuntimeDriver
-from pycrio.kernel.kernel import Kernel, call_each
+from pycrio.kernel.kernel import Kernel, call_each, call_each_results
 from pycrio.oci import conmon
 from pycrio.reservations import Reservations
 from pycrio.sandbox.record import READY, SandboxRecord
@@ -440,19 +440,21 @@ class ContainerService:
 
         An infra container's spec goes to the sandbox-spec hook instead.
         """
-        errors: list[CRIError] = []
-        hook = (
-            self.kernel.pm.hook.pycrio_adjust_sandbox_spec
-            if record.infra
-            else self.kernel.pm.hook.pycrio_adjust_container_spec
+        results = call_each_results(
+            self.kernel,
+            "pycrio_adjust_sandbox_spec" if record.infra else "pycrio_adjust_container_spec",
+            expected=(CRIError,),
+            spec=spec,
+            container=record,
+            sandbox=sandbox,
+            ctx=ctx,
         )
-        for impl in hook.get_hookimpls():
-            args = {"spec": spec, "container": record, "sandbox": sandbox, "ctx": ctx}
-            try:
-                impl.function(**{name: args[name] for name in impl.argnames})
-            except CRIError as e:
-                errors.append(e)
-        return errors
+        # A plugin that could not adjust the spec fails the create: a container
+        # without its hooks or NRI adjustments is not the one that was asked for.
+        return [
+            f.error if isinstance(f.error, CRIError) else Internal(f.message)
+            for f in results.failures
+        ]
 
     # --- undo, stop, remove ----------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 from cri_api.v1 import api_pb2
 
 from pycrio.config import Config
-from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument
+from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument, Unavailable
 from pycrio.image.auth import credentials_from_cri
 from pycrio.image.image_store import ImageRecord, ImageStore
 from pycrio.image.manifest import ImageConfig, parse_image_config
@@ -22,7 +22,7 @@ from pycrio.image.reference import is_short_name, parse, parse_image_id
 from pycrio.image.registries_conf import RegistriesConfig
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
-from pycrio.kernel.kernel import Kernel, call_each
+from pycrio.kernel.kernel import Kernel, call_each, call_each_results
 from pycrio.storage.layer_store import LayerStore
 
 log = logging.getLogger("pycrio.image")
@@ -242,11 +242,14 @@ class ImageService:
                 images.update(record)
                 log.info("untagged %s from %s", tag, record.id)
                 return api_pb2.RemoveImageResponse()
-            users = [
-                user
-                for found in self.kernel.hook.pycrio_image_in_use(image_id=record.id)
-                for user in found
-            ]
+            in_use = call_each_results(self.kernel, "pycrio_image_in_use", image_id=record.id)
+            if in_use.failures:
+                # Unknown is not "unused": removing an image a container needs loses it.
+                raise Unavailable(
+                    f"image {name} ({record.id}) was not removed: cannot tell whether it is in"
+                    " use, " + "; ".join(f.message for f in in_use.failures)
+                )
+            users = [user for found in in_use.values() for user in found or []]
             if users:
                 raise FailedPrecondition(
                     f"image {name} ({record.id}) is in use by container(s) {', '.join(users)};"

@@ -19,7 +19,7 @@ import pycrio
 from pycrio.errors import FailedPrecondition, InvalidArgument
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
-from pycrio.kernel.kernel import DriverSlot, Kernel
+from pycrio.kernel.kernel import DriverSlot, Kernel, call_each_results
 
 RUNTIME_NAME = "pycrio"
 RUNTIME_API_VERSION = "v1"
@@ -91,8 +91,19 @@ class RuntimeInfo:
                 "; ".join(failures),
             )
         )
-        for extra in kernel.hook.pycrio_status_conditions(kernel=kernel):
+        # Isolated: a faulty plugin must not fail Status (the node would turn NotReady).
+        extras = call_each_results(kernel, "pycrio_status_conditions", kernel=kernel)
+        for extra in extras.values():
             conditions.extend(extra or [])
+        if extras.failures:
+            conditions.append(
+                _condition(
+                    "PluginConditions",
+                    False,
+                    "PluginFailed",
+                    "; ".join(f.message for f in extras.failures),
+                )
+            )
         response = api_pb2.StatusResponse(
             status=api_pb2.RuntimeStatus(conditions=conditions),
             runtime_handlers=self._handlers(),

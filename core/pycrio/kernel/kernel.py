@@ -109,13 +109,18 @@ def new_plugin_manager() -> pluggy.PluginManager:
 
 
 def _register_plugin(pm: pluggy.PluginManager, item: Found) -> str | None:
-    """Register one third-party plugin; return why it failed, or None."""
-    obj = item.obj() if inspect.isclass(item.obj) else item.obj
+    """Register one third-party plugin; return why it failed, or None.
+
+    The plugin object is built inside the ``try``: a constructor that raises
+    is one more broken plugin, not a daemon that cannot start.
+    """
+    obj = None
     try:
+        obj = item.obj() if inspect.isclass(item.obj) else item.obj
         pm.register(obj, name=f"{item.group}:{item.name}")
         pm.check_pending()
     except Exception as e:  # noqa: BLE001 - a broken plugin is reported, never fatal
-        if pm.is_registered(obj):
+        if obj is not None and pm.is_registered(obj):
             pm.unregister(obj)
         return f"{type(e).__name__}: {e}"
     return None
@@ -231,31 +236,64 @@ CORE_PREFIX = "pycrio.core:"
 class HookFailure:
     plugin: str
     message: str
+    error: Exception | None = None
 
     @property
     def core(self) -> bool:
         return self.plugin.startswith(CORE_PREFIX)
 
 
-def call_each(
-    kernel: Kernel, hook_name: str, /, *, reverse: bool = False, **kwargs: Any
-) -> list[HookFailure]:
-    """Call every implementation of an extension hook, isolating failures.
+@dataclass
+class HookResults:
+    """What each implementation of an extension hook returned, and who failed."""
 
-    pluggy stops at the first exception; for startup, shutdown, reload and
-    events one plugin's bug must not starve the others, so each is called on
-    its own and failures are logged and returned. Implementations run in
+    #: (plugin name, returned value) of every implementation that returned normally
+    results: list[tuple[str, Any]] = field(default_factory=list)
+    failures: list[HookFailure] = field(default_factory=list)
+
+    def values(self) -> list[Any]:
+        return [value for _plugin, value in self.results]
+
+
+def call_each_results(
+    kernel: Kernel,
+    hook_name: str,
+    /,
+    *,
+    reverse: bool = False,
+    expected: tuple[type[Exception], ...] = (),
+    **kwargs: Any,
+) -> HookResults:
+    """Call every implementation of an extension hook on its own; collect results and failures.
+
+    pluggy stops at the first exception; one plugin's bug must not starve the
+    others or fail the core's work, so each implementation is called alone
+    and a failure is logged with the plugin's name. Exceptions of the
+    ``expected`` types (a plugin refusing on purpose with a pycrio.errors
+    error) are logged without a traceback. Implementations run in
     registration order (the core first), or the reverse for teardown.
     """
-    failures = []
+    out = HookResults()
     impls = getattr(kernel.pm.hook, hook_name).get_hookimpls()
     for impl in reversed(impls) if reverse else impls:
         if impl.wrapper or impl.hookwrapper:
             continue
         try:
-            impl.function(**{name: kwargs[name] for name in impl.argnames})
+            value = impl.function(**{name: kwargs[name] for name in impl.argnames})
         except Exception as e:  # noqa: BLE001 - isolated and reported
             msg = f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(e).__name__}: {e}"
-            log.exception("%s", msg)
-            failures.append(HookFailure(impl.plugin_name, msg))
-    return failures
+            if isinstance(e, expected):
+                log.error("%s", msg)
+            else:
+                log.exception("%s", msg)
+            out.failures.append(HookFailure(impl.plugin_name, msg, e))
+        else:
+            out.results.append((impl.plugin_name, value))
+    return out
+
+
+def call_each(
+    kernel: Kernel, hook_name: str, /, *, reverse: bool = False, **kwargs: Any
+) -> list[HookFailure]:
+    """Call every implementation of an extension hook, isolating failures (see above)."""
+    return call_each_results(kernel, hook_name, reverse=reverse, **kwargs).failures

@@ -1,20 +1,68 @@
-"""Discovery and kernel building against really installed test distributions."""
+"""Discovery and kernel building against really installed test distributions.
+
+Every kernel here runs on temporary roots (never /var/lib/pycrio or
+/run/pycrio) and whatever a test starts it stops: :func:`started` runs the
+startup hooks and, afterwards, the shutdown hooks, and the ``no_stray_threads``
+fixture fails a test that leaves a thread of its own running.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cri_api.v1 import api_pb2
 
-from pycrio.config import defaults
+from pycrio.config import Config, defaults
 from pycrio.cri import core_plugins
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.discovery import discover
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.interfaces import NetworkDriver
-from pycrio.kernel.kernel import DriverLoadError, build_kernel, call_each
+from pycrio.kernel.kernel import DriverLoadError, Kernel, build_kernel, call_each
+
+
+@pytest.fixture(autouse=True)
+def no_stray_threads() -> Iterator[None]:
+    """A unit test stops what it starts: no thread of its own outlives it."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"threads left running: {[t.name for t in left]}"
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    """The defaults with every path the core writes under ``tmp_path``."""
+    config = defaults()
+    config.data["root"] = str(tmp_path / "root")
+    config.data["runroot"] = str(tmp_path / "runroot")
+    config.data["log_dir"] = str(tmp_path / "logs")
+    config.data["api"]["listen"] = str(tmp_path / "runroot" / "pycrio.sock")
+    config.data["runtime"]["container_attach_socket_dir"] = str(tmp_path / "attach")
+    config.data["runtime"]["namespaces_dir"] = str(tmp_path / "ns")
+    return config
+
+
+@contextmanager
+def started(kernel: Kernel) -> Iterator[list]:
+    """The startup hooks (their failures yielded), then shutdown and close."""
+    try:
+        yield call_each(kernel, "pycrio_startup", kernel=kernel)
+    finally:
+        call_each(kernel, "pycrio_shutdown", reverse=True, kernel=kernel)
+        kernel.close()
 
 
 @pytest.fixture
@@ -46,25 +94,76 @@ def test_discover_reports_distribution_version_and_errors(with_plugins: None) ->
     assert net.loaded and (net.distribution, net.version) == ("pycrio-test-driver", "4.5.6")
 
 
-def test_bad_plugin_is_reported_and_the_rest_loads(with_plugins: None) -> None:
-    kernel = build_kernel(defaults(), core_plugins)
+def test_bad_plugin_is_reported_and_the_rest_loads(with_plugins: None, cfg: Config) -> None:
+    kernel = build_kernel(cfg, core_plugins)
     assert len(kernel.plugin_failures) == 1
     assert "testbad" in kernel.plugin_failures[0]
     assert "pycrio-test-bad 0.0.1" in kernel.plugin_failures[0]
     conditions = kernel.hook.pycrio_status_conditions(kernel=kernel)
     assert [c.type for extra in conditions for c in extra] == ["TestGoodReady"]
-    # the good plugin answers a CRI call that the core does not implement
-    assert call_each(kernel, "pycrio_startup", kernel=kernel) == []
-    resp = kernel.hook.cri_list_images(
-        request=api_pb2.ListImagesRequest(), ctx=CallContext("ListImages")
+    # the good plugin answers a CRI call before the core does
+    with started(kernel) as failures:
+        assert failures == []
+        resp = kernel.hook.cri_list_images(
+            request=api_pb2.ListImagesRequest(), ctx=CallContext("ListImages")
+        )
+        assert isinstance(resp, api_pb2.ListImagesResponse)
+    assert (Path(cfg.root) / "storage").is_dir()  # the core's state went to the temporary root
+
+
+def test_plugin_whose_constructor_raises_is_reported_not_fatal(cfg: Config) -> None:
+    class Explodes:
+        def __init__(self) -> None:
+            raise OSError("no such device")
+
+        @hookimpl
+        def pycrio_startup(self, kernel):
+            raise AssertionError("never registered")
+
+    from pycrio.kernel.discovery import Found
+
+    found = [Found("pycrio.plugins", "explodes", "x:X", "explodes-dist", "2.0", obj=Explodes)]
+    kernel = build_kernel(cfg, lambda kernel: [], found=found)
+    assert kernel.plugin_failures == [
+        "plugin 'explodes' from explodes-dist 2.0: OSError: no such device"
+    ]
+    assert found[0].status == "error: OSError: no such device"
+    assert not kernel.pm.has_plugin("pycrio.plugins:explodes")
+
+
+def test_status_survives_a_plugin_whose_conditions_raise(
+    cfg: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Faulty:
+        @hookimpl
+        def pycrio_status_conditions(self, kernel):
+            raise KeyError("oops")
+
+    class Fine:
+        @hookimpl
+        def pycrio_status_conditions(self, kernel):
+            return [api_pb2.RuntimeCondition(type="FineReady", status=True)]
+
+    from pycrio.cri.runtime_info import RuntimeInfo
+
+    kernel = build_kernel(cfg, lambda kernel: [RuntimeInfo(kernel)], found=[])
+    kernel.pm.register(Faulty(), name="faulty")
+    kernel.pm.register(Fine(), name="fine")
+    with caplog.at_level(logging.ERROR, logger="pycrio.kernel"):
+        resp = kernel.hook.cri_status(request=api_pb2.StatusRequest(), ctx=CallContext("Status"))
+    by_type = {c.type: c for c in resp.status.conditions}
+    assert by_type["FineReady"].status
+    assert not by_type["PluginConditions"].status
+    assert (
+        "plugin 'faulty' failed in pycrio_status_conditions" in by_type["PluginConditions"].message
     )
-    assert isinstance(resp, api_pb2.ListImagesResponse)
+    assert "plugin 'faulty' failed in pycrio_status_conditions: KeyError" in caplog.text
+    assert {"RuntimeReady", "NetworkReady", "PluginsLoaded"} <= set(by_type)
 
 
 def test_required_broken_driver_refuses_with_driver_distribution_and_error(
-    with_plugins: None,
+    with_plugins: None, cfg: Config
 ) -> None:
-    cfg = defaults()
     cfg.data["network"]["driver"] = "testbroken"
     with pytest.raises(DriverLoadError) as err:
         build_kernel(cfg, core_plugins)
@@ -74,21 +173,22 @@ def test_required_broken_driver_refuses_with_driver_distribution_and_error(
     assert "RuntimeError: pycrio-test-bad is broken on purpose" in msg
 
 
-def test_configured_driver_is_instantiated_with_its_context(with_plugins: None) -> None:
-    cfg = defaults()
+def test_configured_driver_is_instantiated_with_its_context(
+    with_plugins: None, cfg: Config
+) -> None:
     cfg.data["network"]["driver"] = "testnet"
     cfg.data["plugins"] = {"testnet": {"mtu": 1400}}
     kernel = build_kernel(cfg, core_plugins)
     driver = kernel.network_driver
     assert isinstance(driver, NetworkDriver)
     assert driver.ctx.options == {"mtu": 1400}
-    assert driver.ctx.state_dir == "/var/lib/pycrio/drivers/testnet"
+    assert driver.ctx.state_dir == f"{cfg.root}/drivers/testnet"
     assert driver.ready() == (True, "TestNetworkReady", "options: ['mtu']")
     assert kernel.runtime_driver("runc") is not None  # pycrio-runtime-runc is installed
+    kernel.close()
 
 
-def test_driver_that_is_not_a_driver_is_refused(with_plugins: None) -> None:
-    cfg = defaults()
+def test_driver_that_is_not_a_driver_is_refused(with_plugins: None, cfg: Config) -> None:
     cfg.data["network"]["driver"] = "testnet"
     found = discover()
     for f in found:
@@ -98,7 +198,7 @@ def test_driver_that_is_not_a_driver_is_refused(with_plugins: None) -> None:
         build_kernel(cfg, core_plugins, found=found)
 
 
-def test_plugin_with_unknown_hook_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plugin_with_unknown_hook_is_reported(cfg: Config) -> None:
     class Typo:
         @hookimpl
         def cri_run_pod_sandbx(self, request, ctx):  # typo: no such hook
@@ -107,12 +207,12 @@ def test_plugin_with_unknown_hook_is_reported(monkeypatch: pytest.MonkeyPatch) -
     from pycrio.kernel.discovery import Found
 
     found = [Found("pycrio.plugins", "typo", "x:Typo", "typo-dist", "1", obj=Typo)]
-    kernel = build_kernel(defaults(), core_plugins, found=found)
+    kernel = build_kernel(cfg, core_plugins, found=found)
     assert kernel.plugin_failures and "cri_run_pod_sandbx" in kernel.plugin_failures[0]
     assert not kernel.pm.has_plugin("pycrio.plugins:typo")
 
 
-def test_call_each_isolates_a_failing_plugin() -> None:
+def test_call_each_isolates_a_failing_plugin(cfg: Config) -> None:
     calls = []
 
     class Boom:
@@ -125,7 +225,7 @@ def test_call_each_isolates_a_failing_plugin() -> None:
         def pycrio_startup(self, kernel):
             calls.append(kernel)
 
-    kernel = build_kernel(defaults(), lambda kernel: [], found=[])  # no core: no host state
+    kernel = build_kernel(cfg, lambda kernel: [], found=[])
     kernel.pm.register(Fine(), name="fine")
     kernel.pm.register(Boom(), name="boom")
     failures = call_each(kernel, "pycrio_startup", kernel=kernel)
@@ -136,7 +236,7 @@ def test_call_each_isolates_a_failing_plugin() -> None:
     assert not failures[0].core
 
 
-def test_a_wrapper_plugin_sees_and_changes_a_call() -> None:
+def test_a_wrapper_plugin_sees_and_changes_a_call(cfg: Config) -> None:
     class Wrap:
         @hookimpl(wrapper=True)
         def cri_version(self, request, ctx):
@@ -144,7 +244,7 @@ def test_a_wrapper_plugin_sees_and_changes_a_call() -> None:
             response.runtime_version += "+wrapped"
             return response
 
-    kernel = build_kernel(defaults(), core_plugins, found=[])
+    kernel = build_kernel(cfg, core_plugins, found=[])
     kernel.pm.register(Wrap(), name="wrap")
     resp = kernel.hook.cri_version(request=api_pb2.VersionRequest(), ctx=CallContext("Version"))
     assert resp.runtime_name == "pycrio"
