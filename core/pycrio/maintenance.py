@@ -16,12 +16,9 @@ State lives in:
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import stat
 import time
@@ -29,11 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+import psutil
+
 from pycrio.config import Config
 from pycrio.container.record import ContainerRecord
+from pycrio.linux import libc, mountinfo, processes
 from pycrio.sandbox.record import SandboxRecord
 
-MNT_DETACH = 2
 KEEP = {"pycrio.pid"}
 Out = Callable[[str], None]
 
@@ -74,27 +73,10 @@ class Offline:
 
 # --- host resources --------------------------------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _unescape(mount_point: str) -> str:
-    if "\\" in mount_point:
-        return mount_point.encode().decode("unicode_escape")
-    return mount_point
-
 
 def mounts_under(*prefixes: str) -> list[str]:
     """Mount points at or below any prefix, deepest (and latest) first."""
-    roots = [os.path.realpath(p) for p in prefixes if p]
-    found: list[str] = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = _unescape(line.split()[4])
-            if any(point == r or point.startswith(r.rstrip("/") + "/") for r in roots):
-                found.append(point)
-    found.reverse()
-    found.sort(key=lambda p: p.count("/"), reverse=True)
-    return found
+    return mountinfo.mount_points_under(prefixes)
 
 
 def unmount_all(prefixes: list[str], out: Out) -> list[str]:
@@ -104,29 +86,12 @@ def unmount_all(prefixes: list[str], out: Out) -> list[str]:
         if not points:
             return []
         for point in points:
-            if _libc.umount2(point.encode(), MNT_DETACH) == 0:
-                out(f"unmounted {point}")
-            else:
-                err = ctypes.get_errno()
-                if err not in (errno.EINVAL, errno.ENOENT):
-                    out(f"cannot unmount {point}: {os.strerror(err)}")
+            try:
+                if libc.unmount(point):
+                    out(f"unmounted {point}")
+            except OSError as e:
+                out(f"cannot unmount {point}: {e.strerror}")
     return mounts_under(*prefixes)
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _runtime_states(runroot: str) -> list[tuple[str, int, int]]:
@@ -145,57 +110,131 @@ def _runtime_states(runroot: str) -> list[tuple[str, int, int]]:
     return found
 
 
-def kill_leftovers(
-    runroot: str, needles: list[str], out: Out, only: str | None = None
-) -> list[str]:
-    """Kill containers (from the runtime's state) and monitors / pid holders whose
-    command line names one of ``needles``; return what survived."""
+def _monitors(runroot: str) -> list[tuple[str, int]]:
+    """(container id, pid) of conmon monitors, from the pid files they wrote under runroot.
+
+    A pid file alone could name a recycled pid: the process must also have
+    been started before the file was written, and have the file as its
+    ``-P`` argument (conmon's own pid file), exactly.
+    """
+    found = []
+    for dirpath, _dirs, files in os.walk(runroot):
+        if "conmon.pid" not in files:
+            continue
+        path = os.path.join(dirpath, "conmon.pid")
+        try:
+            with open(path, "rb") as f:
+                pid = int(f.read().strip())
+            written = os.stat(path).st_mtime
+        except (OSError, ValueError):
+            continue
+        if processes.has_args(pid, "-P", path) and processes.created_by(pid, written):
+            found.append((os.path.basename(dirpath), pid))
+    return found
+
+
+def _pid_holders(ns_dir: str) -> list[tuple[str, int]]:
+    """(pod id, pid) of shared-PID-namespace holders: ``unshare ... --pid=<pin> ...``
+    whose pin file is under ``ns_dir``, matched as a whole argument."""
+    pins = os.path.join(ns_dir, "pid")
+    wanted = {f"--pid={os.path.join(pins, n)}": n for n in _listdir(pins)}
+    if not wanted:
+        return []
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        args = proc.info["cmdline"] or []
+        if args and os.path.basename(args[0]) == "unshare":
+            found += [(wanted[a], proc.info["pid"]) for a in args if a in wanted]
+    return found
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _cgroup_mounts() -> list[str]:
+    return [m.mount_point for m in mountinfo.read() if m.fstype in ("cgroup", "cgroup2")]
+
+
+def _in_cgroup(path: str) -> list[int]:
+    """Processes in the cgroup ``path`` (relative to each hierarchy) and its children."""
+    if not path or ":" in path:  # a systemd slice: not ours to walk offline
+        return []
+    pids: set[int] = set()
+    for base in _cgroup_mounts():
+        top = os.path.join(base, path.lstrip("/"))
+        for dirpath, _dirs, _files in os.walk(top):
+            pids.update(processes.cgroup_members(dirpath))
+    return sorted(pids)
+
+
+def our_processes(
+    config: Config,
+    containers: dict[str, ContainerRecord],
+    sandboxes: dict[str, SandboxRecord],
+    only: str | None = None,
+) -> dict[int, str]:
+    """pid -> what, for every process pycrio started under this runroot, exactly identified.
+
+    Containers by the OCI runtime's state (pid and start time), monitors by
+    their pid files, namespace holders by their pin argument, and whatever
+    else runs in a container's cgroup. Never by a substring of a command
+    line: a daemon on another runroot or an operator's ``tail -f`` of a log
+    under this one must survive. ``only`` limits it to one container.
+    """
+    runroot = config.runroot
+    ns_dir = config.get("runtime.namespaces_dir") or os.path.join(runroot, "ns")
     victims: dict[int, str] = {}
     for cid, pid, start in _runtime_states(runroot):
-        if (only is None or cid == only) and _start_time(pid) == start:
+        if (only is None or cid == only) and processes.start_ticks(pid) == start:
             victims[pid] = f"container {cid}"
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        argv = _cmdline(int(entry))
-        if argv and any(n and n in a for n in needles for a in argv):
-            victims.setdefault(int(entry), os.path.basename(argv[0]))
+    for cid, pid in _monitors(runroot):
+        if only is None or cid == only:
+            victims.setdefault(pid, f"monitor of {cid}")
+    for cid, record in containers.items():
+        if only is None or cid == only:
+            for pid in _in_cgroup(record.cgroups_path):
+                victims.setdefault(pid, f"process of container {cid}")
+    if only is None:
+        for pod_id, pid in _pid_holders(ns_dir):
+            victims.setdefault(pid, f"PID namespace holder of pod {pod_id}")
+        for pod_id, record in sandboxes.items():
+            for pid in _in_cgroup(record.cgroup_path):
+                victims.setdefault(pid, f"process of pod {pod_id}")
+    victims.pop(os.getpid(), None)
+    return victims
+
+
+def kill_leftovers(victims: dict[int, str], out: Out) -> list[str]:
+    """SIGKILL ``victims`` (pid -> what) and wait for them; return what survived."""
+    procs = []
     for pid, what in victims.items():
         try:
-            os.kill(pid, signal.SIGKILL)
+            proc = psutil.Process(pid)
+            proc.kill()
+            procs.append(proc)
             out(f"killed {what} (pid {pid})")
-        except ProcessLookupError:
+        except psutil.NoSuchProcess:
             pass
-        except OSError as e:
-            out(f"cannot kill {what} (pid {pid}): {e.strerror}")
+        except psutil.AccessDenied as e:
+            out(f"cannot kill {what} (pid {pid}): {e}")
     deadline = time.monotonic() + 5
-    alive = dict(victims)
+    alive = list(procs)
     while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            if not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z":
-                del alive[pid]
+        alive = [p for p in alive if processes.alive(p.pid)]
         time.sleep(0.05)
-    return [f"{w} (pid {p}) still running" for p, w in alive.items()]
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
+    return [f"{victims[p.pid]} (pid {p.pid}) still running" for p in alive]
 
 
 def remove_cgroup(path: str) -> bool:
     """rmdir a cgroup (path relative to the hierarchy) in every hierarchy; False if one stays."""
     if not path or ":" in path:
         return True
-    bases = ["/sys/fs/cgroup"]
-    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):  # v1: one dir per hierarchy
-        bases = [os.path.join("/sys/fs/cgroup", d) for d in os.listdir("/sys/fs/cgroup")]
     ok = True
-    for base in bases:
+    for base in _cgroup_mounts():
         target = os.path.join(base, path.lstrip("/"))
         if os.path.isdir(target):
             try:
@@ -264,7 +303,7 @@ def _wipe(config: Config, out: Out) -> int:
     sandboxes, _ = _records(os.path.join(root, "sandboxes"), SandboxRecord)
     containers, _ = _records(os.path.join(root, "containers"), ContainerRecord)
     left: list[str] = []
-    left += kill_leftovers(runroot, [runroot, ns_dir], out)
+    left += kill_leftovers(our_processes(config, containers, sandboxes), out)
     left += [f"still mounted: {p}" for p in unmount_all([root, runroot, ns_dir], out)]
     for record in containers.values():
         if record.cgroups_path and not remove_cgroup(record.cgroups_path):
@@ -457,7 +496,7 @@ def find_problems(config: Config) -> list[Problem]:
 def _rm(path: str) -> Callable[[], None]:
     def repair() -> None:
         for point in mounts_under(path):
-            _libc.umount2(point.encode(), MNT_DETACH)
+            libc.unmount(point)
         if os.path.lexists(path):
             _remove(path)
 
@@ -477,7 +516,7 @@ def _drop_image(db_path: str, image_id: str) -> Callable[[], None]:
 
 def _drop_container(config: Config, record: ContainerRecord, ctr_dir: str) -> Callable[[], None]:
     def repair() -> None:
-        kill_leftovers(config.runroot, [record.id], _quiet, only=record.id)
+        kill_leftovers(our_processes(config, {record.id: record}, {}, only=record.id), _quiet)
         for path in (
             os.path.join(ctr_dir, record.id),
             os.path.join(config.runroot, "containers", record.id),

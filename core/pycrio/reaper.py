@@ -9,7 +9,6 @@ reaping one would steal its exit status from the code waiting for it.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
@@ -18,18 +17,20 @@ import subprocess
 import threading
 from typing import Any
 
-log = logging.getLogger("pycrio.reaper")
+from pycrio.linux import libc
+from pycrio.linux.libc import PR_SET_CHILD_SUBREAPER  # noqa: F401 - used by the runc tests
 
-PR_SET_CHILD_SUBREAPER = 36
+log = logging.getLogger("pycrio.reaper")
 
 _spawn_lock = threading.Lock()
 _own: set[int] = set()
 
 
 def set_subreaper() -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log.warning("cannot become a child subreaper: %s", os.strerror(ctypes.get_errno()))
+    try:
+        libc.set_child_subreaper()
+    except OSError as e:
+        log.warning("cannot become a child subreaper: %s", e.strerror)
         return False
     return True
 
@@ -68,33 +69,67 @@ def run(argv: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedP
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def _zombie_children() -> list[int]:
-    me = str(os.getpid())
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def _children() -> list[int] | None:
+    """This process's children, from /proc/self/task/*/children; None where the
+    kernel lacks that file (CONFIG_PROC_CHILDREN)."""
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
-        except OSError:
+            with open(f"/proc/self/task/{task}/children", "rb") as f:
+                pids += [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            if task == str(os.getpid()):
+                return None  # no such file at all (the main task never ends first)
+        except (OSError, ValueError):
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields[0] == "Z" and fields[1] == me:
-            pids.append(int(entry))
     return pids
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, ..."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _zombie_children() -> list[int]:
+    me = str(os.getpid())
+    children = _children()
+    if children is not None:
+        return [pid for pid in children if _stat(pid)[:1] == ["Z"]]
+    return [
+        int(entry)
+        for entry in os.listdir("/proc")
+        if entry.isdigit() and _stat(entry)[:2] == ["Z", me]
+    ]
+
+
 def reap_orphans() -> list[int]:
-    """Reap zombie children that nobody in this process is waiting for."""
+    """Reap zombie children that nobody in this process is waiting for.
+
+    The scan runs outside the spawn lock, so no runc or conmon spawn waits
+    behind it. That is safe: a zombie the scan saw was forked before it, so
+    if :func:`popen` forked it, that popen has registered it in ``_own`` by
+    the time the lock is ours.
+    """
+    zombies = _zombie_children()
+    if not zombies:
+        return []
     reaped = []
     with _spawn_lock:
-        for pid in _zombie_children():
+        for pid in zombies:
             if pid in _own:
                 continue
             try:
-                os.waitpid(pid, os.WNOHANG)
-                reaped.append(pid)
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    reaped.append(pid)
             except ChildProcessError:
                 continue
     if reaped:

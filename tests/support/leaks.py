@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from pycrio.linux import mountinfo
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: Directories that must be empty once every pod and container is removed.
 EMPTY_RUNROOT_DIRS = ("pods", "containers")
@@ -29,14 +31,11 @@ def record_ids(root: Path) -> set[str]:
 
 def mounts_under(*dirs: Path) -> list[str]:
     """Mount points (from /proc/self/mountinfo) at or below any of ``dirs``."""
-    prefixes = [str(d).rstrip("/") for d in dirs]
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4]
-            if any(point == p or point.startswith(p + "/") for p in prefixes):
-                out.append(point)
-    return out
+    return [
+        m.mount_point
+        for m in mountinfo.read()
+        if any(mountinfo.is_under(m.mount_point, str(d)) for d in dirs)
+    ]
 
 
 def cgroups_named(ids: Iterable[str]) -> list[str]:

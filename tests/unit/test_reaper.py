@@ -58,3 +58,53 @@ def test_run_times_out_and_kills() -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         reaper.run(["sleep", "30"], timeout=0.2)
     assert time.monotonic() - started < 5
+
+
+def test_spawns_do_not_wait_behind_the_process_scan(monkeypatch) -> None:
+    """The /proc scan (slow with thousands of processes) holds no lock spawns need."""
+    import threading
+    import time
+
+    from pycrio import reaper
+
+    scanning, finish = threading.Event(), threading.Event()
+
+    def slow_scan() -> list[int]:
+        scanning.set()
+        finish.wait(5)
+        return []
+
+    monkeypatch.setattr(reaper, "_zombie_children", slow_scan)
+    scanner = threading.Thread(target=reaper.reap_orphans)
+    scanner.start()
+    assert scanning.wait(5)
+    try:
+        started = time.monotonic()
+        proc = reaper.popen(["true"])
+        waited = time.monotonic() - started
+    finally:
+        finish.set()
+        scanner.join(10)
+    assert proc.wait(timeout=10) == 0
+    reaper.release(proc.pid)
+    assert waited < 2, f"popen waited {waited:.1f}s for the scan"
+
+
+def test_zombie_children_are_found_from_the_children_files() -> None:
+    import os
+    import time
+
+    from pycrio import reaper
+
+    assert reaper._children() is not None, "kernel without /proc/<pid>/task/<tid>/children"
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 5
+        while pid not in reaper._zombie_children():
+            assert time.monotonic() < deadline, "the exited child never showed as a zombie"
+            time.sleep(0.01)
+    finally:
+        os.waitpid(pid, 0)
+    assert pid not in reaper._zombie_children()

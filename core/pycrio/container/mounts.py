@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cri_api.v1 import api_pb2
 
 from pycrio.container.rootfs import mkdir_in_root
 from pycrio.errors import InvalidArgument
+from pycrio.linux import mountinfo
 
 PROPAGATION_PRIVATE = api_pb2.MountPropagation.Value("PROPAGATION_PRIVATE")
 PROPAGATION_HOST_TO_CONTAINER = api_pb2.MountPropagation.Value("PROPAGATION_HOST_TO_CONTAINER")
@@ -104,65 +104,6 @@ def pod_file_mounts(
     return out
 
 
-# --- /proc/self/mountinfo ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MountInfo:
-    mount_point: str
-    optional: tuple[str, ...]
-
-    @property
-    def shared(self) -> bool:
-        return any(o.startswith("shared:") for o in self.optional)
-
-    @property
-    def slave(self) -> bool:
-        return any(o.startswith("master:") for o in self.optional)
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo octal."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[MountInfo]:
-    """Parse proc(5) mountinfo; only what propagation checks need."""
-    entries = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 7 or "-" not in fields[6:]:
-            continue
-        sep = fields.index("-", 6)
-        entries.append(MountInfo(_unescape(fields[4]), tuple(fields[6:sep])))
-    return entries
-
-
-def mount_of(entries: Sequence[MountInfo], path: str) -> MountInfo | None:
-    """The mount ``path`` lives on: the longest mount point prefix, the last one stacked."""
-    best: MountInfo | None = None
-    for entry in entries:
-        mp = entry.mount_point
-        if path == mp or mp == "/" or path.startswith(mp.rstrip("/") + "/"):
-            if best is None or len(mp) >= len(best.mount_point):
-                best = entry
-    return best
-
-
-def read_mountinfo(path: str = "/proc/self/mountinfo") -> str:
-    """The daemon's mount table (the one the host paths are seen through)."""
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return f.read()
-
-
 # --- CRI mounts ----------------------------------------------------------------
 
 
@@ -201,7 +142,7 @@ def cri_mounts(
     out: list[Mount] = []
     seen: set[str] = set()
     rootfs_propagation = ""
-    mountinfo: list[MountInfo] | None = None
+    table: list[mountinfo.Mount] | None = None
     for index, m in enumerate(mounts):
         field = f"mounts[{index}]"
         destination = clean_container_path(m.container_path, f"{field}.container_path")
@@ -237,10 +178,13 @@ def cri_mounts(
             if m.propagation != PROPAGATION_PRIVATE:
                 raise InvalidArgument(f"{field}: recursive_read_only requires private propagation")
         if propagation != "rprivate":
-            if mountinfo is None:
-                text = mountinfo_text if mountinfo_text is not None else read_mountinfo()
-                mountinfo = parse_mountinfo(text)
-            host_mount = mount_of(mountinfo, source)
+            if table is None:
+                table = (
+                    mountinfo.parse(mountinfo_text)
+                    if mountinfo_text is not None
+                    else mountinfo.read()
+                )
+            host_mount = mountinfo.mount_of(table, source)
             if propagation == "rshared":
                 if host_mount is None or not host_mount.shared:
                     raise InvalidArgument(

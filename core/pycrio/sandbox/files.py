@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 
 from cri_api.v1 import api_pb2
 
 from pycrio.errors import Internal, InvalidArgument
+from pycrio.linux import libc
 from pycrio.storage.atomic import write_atomic
 
 HOST_RESOLV_CONF = "/etc/resolv.conf"
-MNT_DETACH = 2
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def write_hostname(run_dir: str, hostname: str) -> str:
@@ -66,18 +63,18 @@ def parse_size(text: str) -> int:
 def mount_shm(run_dir: str, size_bytes: int) -> str:
     path = os.path.join(run_dir, "shm")
     os.makedirs(path, mode=0o755, exist_ok=True)
-    options = f"mode=1777,size={size_bytes}".encode()
-    flags = 0x2 | 0x4 | 0x8  # MS_NOSUID | MS_NODEV | MS_NOEXEC
-    if _libc.mount(b"shm", path.encode(), b"tmpfs", flags, options) != 0:
-        err = ctypes.get_errno()
-        raise Internal(f"mounting the pod's /dev/shm at {path}: {os.strerror(err)}")
+    flags = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
+    try:
+        libc.mount("shm", path, "tmpfs", flags, f"mode=1777,size={size_bytes}")
+    except OSError as e:
+        raise Internal(f"mounting the pod's /dev/shm at {path}: {e.strerror}") from e
     return path
 
 
 def unmount(path: str) -> None:
     if not path:
         return
-    if _libc.umount2(path.encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):
-            raise Internal(f"unmounting {path}: {os.strerror(err)}")
+    try:
+        libc.unmount(path)
+    except OSError as e:
+        raise Internal(f"unmounting {path}: {e.strerror}") from e

@@ -11,8 +11,6 @@ reaps the pod's orphans.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import logging
 import os
 import signal
@@ -23,16 +21,13 @@ import time
 
 from pycrio import reaper
 from pycrio.errors import Internal
+from pycrio.linux import libc, mountinfo, processes
 from pycrio.sandbox import pause
 
 log = logging.getLogger("pycrio.sandbox")
 
-MNT_DETACH = 2
 PIN_TIMEOUT = 30
 KINDS = ("net", "ipc", "uts", "pid")
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 _mount_lock = threading.Lock()
 
@@ -64,8 +59,10 @@ def release_private_dir(path: str) -> None:
         for _ in range(16):
             if not is_mountpoint(path):
                 return
-            if _libc.umount2(path.encode(), MNT_DETACH) != 0:
-                log.warning("unmounting %s: %s", path, os.strerror(ctypes.get_errno()))
+            try:
+                libc.umount2(path)
+            except OSError as e:
+                log.warning("unmounting %s: %s", path, e.strerror)
                 return
 
 
@@ -141,15 +138,7 @@ def start_pid_holder(ns_dir: str, pod_id: str, init_dir: str) -> tuple[str, int]
 
 def is_mountpoint(path: str) -> bool:
     """Whether ``path`` is a mount point, according to the kernel's mount table."""
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mount_point = line.split()[4]
-            if "\\" in mount_point:  # octal escapes for spaces and the like
-                mount_point = mount_point.encode().decode("unicode_escape")
-            if mount_point == target:
-                return True
-    return False
+    return mountinfo.is_mount_point(path)
 
 
 def stop_pid_holder(path: str, pid: int) -> None:
@@ -162,21 +151,17 @@ def stop_pid_holder(path: str, pid: int) -> None:
 
 
 def _holder_matches(pid: int, path: str) -> bool:
-    """Guard against a recycled pid: the holder's command line names its pin."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return path.encode() in f.read()
-    except OSError:
-        return False
+    """Guard against a recycled pid: the holder's argv has its pin, as a whole argument."""
+    return processes.has_args(pid, f"--pid={path}")
 
 
 def unpin(files: dict[str, str]) -> None:
     """Unmount and remove pinned namespace files; missing ones are fine."""
     for path in files.values():
-        if _libc.umount2(path.encode(), MNT_DETACH) != 0:
-            err = ctypes.get_errno()
-            if err not in (errno.EINVAL, errno.ENOENT):
-                log.warning("unmounting %s: %s", path, os.strerror(err))
+        try:
+            libc.unmount(path)
+        except OSError as e:
+            log.warning("unmounting %s: %s", path, e.strerror)
         try:
             os.unlink(path)
         except FileNotFoundError:

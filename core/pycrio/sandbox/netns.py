@@ -8,7 +8,6 @@ forwarding reaches the pod's localhost.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import threading
@@ -16,9 +15,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from pycrio.errors import DeadlineExceeded, NotFound
+from pycrio.linux import libc
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
 
@@ -36,8 +34,10 @@ def run_in(netns_path: str, fn: Callable[[], T], timeout: float = 5.0) -> T:
                 errors.append(NotFound(f"network namespace {netns_path} is gone"))
                 return
             try:
-                if _libc.setns(target, CLONE_NEWNET) != 0:
-                    errors.append(OSError(ctypes.get_errno(), "setns into the pod network"))
+                try:
+                    libc.setns(target, libc.CLONE_NEWNET)
+                except OSError as e:
+                    errors.append(OSError(e.errno, f"setns into the pod network: {e.strerror}"))
                     return
                 try:
                     result.append(fn())
@@ -45,7 +45,7 @@ def run_in(netns_path: str, fn: Callable[[], T], timeout: float = 5.0) -> T:
                     errors.append(e)
                 finally:
                     # this thread ends right after; going back keeps it tidy anyway
-                    _libc.setns(own, CLONE_NEWNET)
+                    libc.setns(own, libc.CLONE_NEWNET)
             finally:
                 os.close(target)
         finally:

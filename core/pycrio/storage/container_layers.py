@@ -9,24 +9,21 @@ away with the container, never touching the shared image layers.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import logging
 import os
 import shutil
 
 from pycrio import reaper
 from pycrio.errors import Internal
+from pycrio.linux import libc
 from pycrio.storage.layer_store import LayerStore
 
 log = logging.getLogger("pycrio.storage")
 
-MNT_DETACH = 2
 MS_RDONLY = 1
 #: The kernel copies at most one page of mount options.
 MOUNT_DATA_MAX = 4096
 COPY_TIMEOUT = 3600
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class ContainerLayers:
@@ -153,10 +150,10 @@ class ContainerLayers:
 
 def _unmount(path: str) -> None:
     """Detach the mount at ``path``; not mounted or missing is fine."""
-    if _libc.umount2(path.encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):
-            raise Internal(f"unmounting {path}: {os.strerror(err)}")
+    try:
+        libc.unmount(path)
+    except OSError as e:
+        raise Internal(f"unmounting {path}: {e.strerror}") from e
 
 
 def _mount_overlay(target: str, lowers: list[str], rest: str, flags: int) -> None:
@@ -173,9 +170,10 @@ def _mount_overlay(target: str, lowers: list[str], rest: str, flags: int) -> Non
             options = f"lowerdir={short}{rest}"
         if len(options) >= MOUNT_DATA_MAX:
             raise Internal(f"the image has too many layers ({len(lowers)}) for one overlay mount")
-        if _libc.mount(b"overlay", target.encode(), b"overlay", flags, options.encode()) != 0:
-            err = ctypes.get_errno()
-            raise Internal(f"mounting an overlay at {target}: {os.strerror(err)}")
+        try:
+            libc.mount("overlay", target, "overlay", flags, options)
+        except OSError as e:
+            raise Internal(f"mounting an overlay at {target}: {e.strerror}") from e
     finally:
         for fd in fds:
             os.close(fd)

@@ -11,8 +11,9 @@ read); parsing it is pure so it can be tested with sample text.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from pycrio.linux import mountinfo
 
 #: Mount options of a cgroup v1 mount that are not controller names.
 _NON_CONTROLLER_OPTIONS = frozenset(
@@ -93,12 +94,7 @@ class Layout:
         return mounts
 
 
-def _unescape(field_text: str) -> str:
-    r"""Undo mountinfo's octal escapes (``\040`` is a space)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_text)
-
-
-def parse_mountinfo(text: str, unified_controllers: frozenset[str] = frozenset()) -> Layout:
+def parse_mountinfo(text: str | bytes, unified_controllers: frozenset[str] = frozenset()) -> Layout:
     """Build a Layout from the text of /proc/<pid>/mountinfo.
 
     ``unified_controllers`` is the content of the cgroup2 root's
@@ -108,23 +104,15 @@ def parse_mountinfo(text: str, unified_controllers: frozenset[str] = frozenset()
     """
     v1: dict[frozenset[str], Hierarchy] = {}
     unified: Hierarchy | None = None
-    for line in text.splitlines():
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        fields = pre.split()
-        rest = post.split()
-        if len(fields) < 5 or len(rest) < 3:
-            continue
-        fstype, super_options = rest[0], rest[2]
-        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+    for mount in mountinfo.parse(text):
+        fstype, root, mountpoint = mount.fstype, mount.root, mount.mount_point
         if fstype == "cgroup2":
             if unified is None or (unified.root != "/" and root == "/"):
                 unified = Hierarchy(mountpoint, 2, frozenset(unified_controllers), root=root)
         elif fstype == "cgroup":
             controllers: set[str] = set()
             name = ""
-            for opt in super_options.split(","):
+            for opt in mount.super_options:
                 if opt.startswith("name="):
                     name = opt[len("name=") :]
                 elif opt and "=" not in opt and opt not in _NON_CONTROLLER_OPTIONS:
@@ -147,7 +135,7 @@ def parse_mountinfo(text: str, unified_controllers: frozenset[str] = frozenset()
 
 def detect(mountinfo_path: str = "/proc/self/mountinfo") -> Layout:
     """The Layout of the running machine (as this process sees it)."""
-    with open(mountinfo_path, encoding="utf-8", errors="surrogateescape") as f:
+    with open(mountinfo_path, "rb") as f:
         text = f.read()
     first = parse_mountinfo(text)
     if first.unified is None:

@@ -11,6 +11,7 @@ from cri_api.v1 import api_pb2
 
 from pycrio.container import mounts
 from pycrio.errors import InvalidArgument
+from pycrio.linux import mountinfo
 
 MOUNTINFO = """\
 22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
@@ -113,11 +114,11 @@ def test_rshared_wins_over_rslave(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_mountinfo_parsing() -> None:
-    entries = mounts.parse_mountinfo(MOUNTINFO)
+    entries = mountinfo.parse(MOUNTINFO)
     assert entries[4].mount_point == "/with space"
-    assert mounts.mount_of(entries, "/shared/a/b").mount_point == "/shared"  # type: ignore[union-attr]
-    assert mounts.mount_of(entries, "/sharedx").mount_point == "/"  # type: ignore[union-attr]
-    assert mounts.mount_of(entries, "/with space/f").shared  # type: ignore[union-attr]
+    assert mountinfo.mount_of(entries, "/shared/a/b").mount_point == "/shared"  # type: ignore[union-attr]
+    assert mountinfo.mount_of(entries, "/sharedx").mount_point == "/"  # type: ignore[union-attr]
+    assert mountinfo.mount_of(entries, "/with space/f").shared  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

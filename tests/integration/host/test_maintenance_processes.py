@@ -1,0 +1,134 @@
+"""`pycrio wipe` kills exactly pycrio's processes, never a bystander naming its paths.
+
+Real processes, real cgroups, a real PID namespace holder; no daemon needed:
+the state is laid out as the daemon lays it out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pycrio.config import Config, defaults
+from pycrio.container.record import ContainerRecord
+from pycrio.linux import mountinfo, processes
+from pycrio.maintenance import wipe
+from pycrio.sandbox import namespaces
+
+pytestmark = pytest.mark.integration
+
+if os.geteuid() != 0:
+    pytest.skip("needs root (cgroups, namespaces, mounts)", allow_module_level=True)
+
+SLEEPER = "import sys, time; time.sleep(300)"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    cfg = defaults()
+    cfg.data["root"] = str(tmp_path / "root")
+    cfg.data["runroot"] = str(tmp_path / "runroot")
+    cfg.data["runtime"]["namespaces_dir"] = str(tmp_path / "runroot" / "ns")
+    return cfg
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    started: list[subprocess.Popen] = []
+
+    def start(*argv: str) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)  # noqa: S603 - argv list
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _wait_started(proc: subprocess.Popen, argv_tail: str) -> None:
+    """Until the child has exec'd (its argv is the one asked for)."""
+    deadline = time.monotonic() + 10
+    while argv_tail not in processes.argv(proc.pid):
+        assert time.monotonic() < deadline, f"{proc.args} did not start"
+        time.sleep(0.01)
+
+
+def _pids_cgroup() -> Path | None:
+    for m in mountinfo.read():
+        if m.fstype == "cgroup" and "pids" in m.super_options:
+            return Path(m.mount_point)
+        if m.fstype == "cgroup2" and m.mount_point == "/sys/fs/cgroup":
+            return Path(m.mount_point)
+    return None
+
+
+def test_wipe_kills_ours_and_spares_bystanders(config: Config, spawn, tmp_path: Path) -> None:
+    runroot = Path(config.runroot)
+    state = runroot / "containers" / "c1"
+    state.mkdir(parents=True)
+    pidfile = state / "conmon.pid"
+    log = state / "ctr.log"
+    log.write_text("")
+
+    # Bystanders: a daemon on a sibling runroot, an operator's tail -f of a file
+    # under ours, a script with our pid file among its arguments.
+    sibling = spawn(sys.executable, "-c", SLEEPER, "--runroot", f"{runroot}2")
+    tail = spawn("tail", "-f", str(log))
+    reader = spawn(sys.executable, "-c", SLEEPER, str(pidfile))
+
+    # Ours: a monitor that wrote its pid file (argv "-P <pidfile>", as conmon's) ...
+    monitor = spawn(sys.executable, "-c", SLEEPER, "-P", str(pidfile))
+    _wait_started(monitor, str(pidfile))
+    pidfile.write_text(str(monitor.pid))
+    # ... a shared PID namespace holder, started as the daemon starts it ...
+    _pin, holder_pid = namespaces.start_pid_holder(config.get("runtime.namespaces_dir"), "pod1")
+    # ... and a process inside a container's cgroup (one the runtime's state lost).
+    hierarchy = _pids_cgroup()
+    assert hierarchy is not None, "no pids cgroup hierarchy"
+    cgroup = f"/pycrio-test-{secrets.token_hex(4)}/c2"
+    (hierarchy / cgroup.lstrip("/")).mkdir(parents=True)
+    stray = spawn(sys.executable, "-c", SLEEPER)
+    (hierarchy / cgroup.lstrip("/") / "cgroup.procs").write_text(str(stray.pid))
+    record = ContainerRecord(
+        id="c2", name="c", attempt=0, sandbox_id="p", reservation="r", image="i",
+        image_id="", image_ref="", runtime_handler="runc", created_at=0, cgroups_path=cgroup,
+    )  # fmt: skip
+    records = Path(config.root) / "containers"
+    records.mkdir(parents=True)
+    (records / "c2.json").write_text(json.dumps(dataclasses.asdict(record)))
+    for proc in (sibling, tail, reader):
+        _wait_started(proc, proc.args[-1])
+
+    lines: list[str] = []
+    try:
+        assert wipe(config, lines.append) == 0
+        text = "\n".join(lines)
+        assert f"killed monitor of c1 (pid {monitor.pid})" in text
+        assert f"killed PID namespace holder of pod pod1 (pid {holder_pid})" in text
+        assert f"killed process of container c2 (pid {stray.pid})" in text
+        for proc in (monitor, stray):
+            assert proc.wait(timeout=10) == -9
+        deadline = time.monotonic() + 10
+        while processes.alive(holder_pid):
+            assert time.monotonic() < deadline, "the PID namespace holder survived"
+            time.sleep(0.05)
+        for proc in (sibling, tail, reader):
+            assert proc.poll() is None, f"bystander {proc.args} was killed"
+        assert not os.path.exists(state)
+    finally:
+        stray.kill()
+        stray.wait(timeout=10)
+        for leftover in (hierarchy / cgroup.lstrip("/"), hierarchy / cgroup.split("/")[1]):
+            if leftover.exists():
+                leftover.rmdir()
