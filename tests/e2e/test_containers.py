@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+import cgroups
 import grpc
 import pytest
 import registry_env
@@ -386,9 +387,8 @@ def test_mounts(pod: Pod, busybox: str, tmp_path: Path) -> None:
 # --- resources and stats ----------------------------------------------------------------
 
 
-def _cgroup_file(pod: Pod, cid: str, controller: str, name: str) -> str:
-    rel = pod.info(cid)["cgroups_path"].lstrip("/")
-    return (Path("/sys/fs/cgroup") / controller / rel / name).read_text().strip()
+def _resources(pod: Pod, cid: str) -> dict[str, int]:
+    return cgroups.resources(pod.info(cid)["cgroups_path"])
 
 
 def test_resources_and_update(pod: Pod, busybox: str) -> None:
@@ -397,14 +397,15 @@ def test_resources_and_update(pod: Pod, busybox: str) -> None:
         linux=api_pb2.LinuxContainerConfig(resources=api_pb2.LinuxContainerResources(
             cpu_shares=512, cpu_quota=50000, cpu_period=100000, memory_limit_in_bytes=64 * MiB)),
     )  # fmt: skip
-    assert _cgroup_file(pod, cid, "cpu", "cpu.shares") == "512"
-    assert _cgroup_file(pod, cid, "cpu", "cpu.cfs_quota_us") == "50000"
-    assert _cgroup_file(pod, cid, "cpu", "cpu.cfs_period_us") == "100000"
-    assert _cgroup_file(pod, cid, "memory", "memory.limit_in_bytes") == str(64 * MiB)
+    assert _resources(pod, cid) == {
+        "cpu_share": cgroups.cpu_share(512),
+        "cpu_quota": 50000,
+        "cpu_period": 100000,
+        "memory_limit": 64 * MiB,
+    }
     # the container sees its own cgroup's limit too
-    assert pod.out(cid, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes").strip() == str(
-        64 * MiB
-    )
+    limit_file = cgroups.memory_limit_file_in_container()
+    assert pod.out(cid, "cat", limit_file).strip() == str(64 * MiB)
     r = pod.status(cid).status.resources.linux
     assert (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes) == (512, 50000, 64 * MiB)
 
@@ -416,8 +417,8 @@ def test_resources_and_update(pod: Pod, busybox: str) -> None:
             ),
         )
     )
-    assert _cgroup_file(pod, cid, "memory", "memory.limit_in_bytes") == str(32 * MiB)
-    assert _cgroup_file(pod, cid, "cpu", "cpu.shares") == "256"
+    after = _resources(pod, cid)
+    assert (after["memory_limit"], after["cpu_share"]) == (32 * MiB, cgroups.cpu_share(256))
     r = pod.status(cid).status.resources.linux
     assert (r.cpu_shares, r.memory_limit_in_bytes) == (256, 32 * MiB)
 
@@ -553,7 +554,7 @@ def test_a_missing_command_is_a_clear_error_and_leaves_nothing(
     root = crio.tmp / "root" / "storage"
     assert list((root / "overlay-containers").iterdir()) == []
     assert not list((crio.tmp / "root" / "containers").glob("*.json"))
-    assert not list(Path("/sys/fs/cgroup/pids").rglob(f"*{pod.id}*/pycrio-*"))
+    assert not cgroups.matching(f"*{pod.id}*/pycrio-*")
     state = crio.tmp / "runroot" / "containers"
     assert not state.exists() or list(state.iterdir()) == []
     assert not processes_mentioning("conmon", "runc", all_of=str(crio.tmp))

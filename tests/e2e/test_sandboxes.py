@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+import cgroups
 import grpc
 import pytest
 from cri_api.v1 import api_pb2
@@ -48,8 +49,11 @@ def daemon(start_daemon, plugin_site: Path):
 
 def test_pod_lifecycle_with_pinned_namespaces(daemon, tmp_path: Path) -> None:
     rt = daemon.runtime()
+    # The pod's IPC-namespaced sysctl differs from the host's, so both sides can be checked.
+    host_shmmni = Path("/proc/sys/kernel/shmmni").read_text().strip()
+    pod_shmmni = str(int(host_shmmni) - 1)
     linux = api_pb2.LinuxPodSandboxConfig(
-        sysctls={"net.ipv4.ip_forward": "1", "kernel.shmmni": "4000"}
+        sysctls={"net.ipv4.ip_forward": "1", "kernel.shmmni": pod_shmmni}
     )
     dns = api_pb2.DNSConfig(servers=["10.89.0.10"], searches=["ns1.svc.local"], options=["ndots:5"])
     config = pod_config("web", tmp_path, linux=linux, dns_config=dns)
@@ -95,15 +99,14 @@ def test_pod_lifecycle_with_pinned_namespaces(daemon, tmp_path: Path) -> None:
 
     assert in_pod("hostname") == "web"
     assert in_pod("cat", "/proc/sys/net/ipv4/ip_forward") == "1"
-    assert in_pod("cat", "/proc/sys/kernel/shmmni") == "4000"
-    with open("/proc/sys/kernel/shmmni") as f:
-        assert f.read().strip() != "4000" or True  # the host's value is whatever it was
+    assert in_pod("cat", "/proc/sys/kernel/shmmni") == pod_shmmni
+    assert Path("/proc/sys/kernel/shmmni").read_text().strip() == host_shmmni  # host unchanged
 
     state_file = daemon.tmp / "root" / "drivers" / "testnet" / "pods.json"
     assert pod_id in json.loads(state_file.read_text())
 
     # the pod cgroup, from the cgroupfs driver (installed with every plugin)
-    cgroup = Path("/sys/fs/cgroup/pids") / info["cgroup_path"].lstrip("/")
+    cgroup = cgroups.controller_dir("pids", info["cgroup_path"])
     assert info["cgroup_path"].endswith(pod_id) and cgroup.is_dir()
     stats = rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=pod_id)).stats
     assert stats.attributes.id == pod_id

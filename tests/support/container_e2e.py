@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cgroups
 import grpc
 import image_e2e
 from cri_api.v1 import api_pb2
@@ -250,4 +251,4 @@ def assert_nothing_left(d: DaemonProcess, container_ids: Iterable[str]) -> None:
     for cid in ids:
         assert cid not in mounts, f"a mount of {cid} is left"
         assert not list(runc_root.rglob(cid)), f"runtime state of {cid} is left"
-        assert not list(Path("/sys/fs/cgroup/pids").rglob(f"*{cid}*")), f"cgroup of {cid} left"
+        assert not cgroups.matching(f"*{cid}*"), f"cgroup of {cid} left"

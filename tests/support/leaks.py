@@ -11,9 +11,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import cgroups
+
 from pycrio.linux import mountinfo
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: Directories that must be empty once every pod and container is removed.
 EMPTY_RUNROOT_DIRS = ("pods", "containers")
 EMPTY_ROOT_DIRS = ("storage/tmp", "storage/overlay-containers", "sandboxes", "containers")
@@ -44,10 +45,11 @@ def cgroups_named(ids: Iterable[str]) -> list[str]:
     if not wanted:
         return []
     out = []
-    for dirpath, dirnames, _ in os.walk(CGROUP_ROOT):
-        for name in dirnames:
-            if any(i in name for i in wanted):
-                out.append(os.path.join(dirpath, name))
+    for mount in cgroups.mounts():
+        for dirpath, dirnames, _ in os.walk(mount):
+            for name in dirnames:
+                if any(i in name for i in wanted):
+                    out.append(os.path.join(dirpath, name))
     return out
 
 

@@ -34,6 +34,22 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 # The gRPC method each CRI hook answers: hook name -> (service, method).
 CRI_HOOKS: dict[str, tuple[str, str]] = {}
 
+#: The CRI calls the core does not answer (so the kubelet gets UNIMPLEMENTED unless
+#: a plugin does), with the reason. docs/kubelet.md lists them; a test keeps this,
+#: the core's hook implementations and the docs in agreement.
+UNIMPLEMENTED: dict[str, str] = {
+    "CheckpointContainer": (
+        "checkpointing containers with CRIU (the kubelet's ContainerCheckpoint feature)"
+        " is not implemented"
+    ),
+}
+
+
+def unimplemented_message(method: str, version: str) -> str:
+    """The UNIMPLEMENTED message of a call nothing answered, with the reason when known."""
+    reason = UNIMPLEMENTED.get(method)
+    return f"{method} is not implemented by pycrio {version}" + (f": {reason}" if reason else "")
+
 
 def _cri(service: str, method: str):
     def register(fn):

@@ -20,7 +20,7 @@ from cri_api.v1 import api_pb2
 import pycrio
 from pycrio.errors import CRIError, Unimplemented
 from pycrio.kernel.context import CallContext
-from pycrio.kernel.hookspecs import CRI_HOOKS
+from pycrio.kernel.hookspecs import CRI_HOOKS, unimplemented_message
 from pycrio.kernel.kernel import Kernel
 from pycrio.logs import TRACE, redact
 
@@ -74,7 +74,7 @@ def _unary(kernel: Kernel, method: str) -> Callable[[Any, grpc.ServicerContext],
         try:
             response = hook(request=request, ctx=_context(method, grpc_ctx))
             if response is None:
-                raise Unimplemented(f"{method} is not implemented by pycrio {pycrio.version()}")
+                raise Unimplemented(unimplemented_message(method, pycrio.version()))
             return response
         except Exception as err:  # noqa: BLE001 - mapped to a status code in _fail
             code = err.code if isinstance(err, CRIError) else grpc.StatusCode.INTERNAL
@@ -94,7 +94,7 @@ def _stream(kernel: Kernel, method: str) -> Callable[[Any, grpc.ServicerContext]
         try:
             responses = hook(request=request, ctx=_context(method, grpc_ctx))
             if responses is None:
-                raise Unimplemented(f"{method} is not implemented by pycrio {pycrio.version()}")
+                raise Unimplemented(unimplemented_message(method, pycrio.version()))
             for response in responses:
                 if not grpc_ctx.is_active():
                     break

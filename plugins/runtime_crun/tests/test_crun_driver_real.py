@@ -1,8 +1,10 @@
 """The crun driver against real crun and conmon, when crun can run containers here.
 
-A probe container is created first; if crun refuses (it rejects some
-cgroup v1 "hybrid" layouts), every test skips with that reason instead
-of failing on the machine rather than on the code.
+A probe container is created first. crun refuses a cgroup "hybrid" layout
+whose cgroup2 hierarchy holds controllers; on such a machine, and only for
+that refusal, every test skips with crun's own message. Any other failure
+of the probe is a failure: a regression in create() must not look like a
+machine that cannot run crun.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pycrio_cgroup_fs.layout import MODE_HYBRID, MODE_V2, detect
 from pycrio_runtime_crun import CrunDriver
 
 from pycrio.config.load import defaults
@@ -29,6 +32,8 @@ pytestmark = pytest.mark.integration
 
 BUSYBOX = "/bin/busybox"
 SKIP_REASON = "crun cannot run containers on this machine's hybrid cgroup setup"
+#: crun's refusal of a hybrid layout (libcrun/cgroup-setup.c), the one known reason to skip.
+HYBRID_REFUSAL = "cgroups in hybrid mode not supported"
 
 if os.geteuid() != 0 or not shutil.which("crun") or not shutil.which("conmon"):
     pytest.skip("needs root, crun and conmon", allow_module_level=True)
@@ -95,7 +100,7 @@ class CrunEnv:
                     fn()
                 except CRIError:
                     pass
-        for h in Path("/sys/fs/cgroup").iterdir():
+        for h in map(Path, detect().all_mounts()):
             top = h / "pycrio-test-crun"
             if top.is_dir():
                 for sub in sorted(top.glob("**/"), key=lambda p: -len(str(p))):
@@ -103,6 +108,19 @@ class CrunEnv:
                         sub.rmdir()
                     except OSError:
                         pass
+
+
+def known_refusal(cgroup_mode: str, message: str) -> bool:
+    """Whether a failed create is crun refusing this machine's hybrid cgroup layout."""
+    return cgroup_mode == MODE_HYBRID and HYBRID_REFUSAL in message
+
+
+def test_only_the_hybrid_refusal_is_a_reason_to_skip() -> None:
+    refusal = f"runtime create failed: {HYBRID_REFUSAL}, drop all controllers from cgroupv2"
+    assert known_refusal(MODE_HYBRID, refusal)
+    assert not known_refusal(MODE_V2, refusal)
+    assert not known_refusal(MODE_HYBRID, "runtime create failed: executable file not found")
+    assert not known_refusal(MODE_HYBRID, "conmon: container create timed out")
 
 
 @pytest.fixture
@@ -113,6 +131,8 @@ def crun_env(tmp_path: Path) -> Iterator[CrunEnv]:
         try:
             env.run(["echo", "probe"])
         except CRIError as e:
+            if not known_refusal(detect().mode, e.message):
+                raise
             pytest.skip(f"{SKIP_REASON} ({e.message[:200]})")
         yield env
     finally:

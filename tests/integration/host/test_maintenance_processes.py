@@ -16,11 +16,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cgroups
 import pytest
 
 from pycrio.config import Config, defaults
 from pycrio.container.record import ContainerRecord
-from pycrio.linux import mountinfo, processes
+from pycrio.linux import processes
 from pycrio.maintenance import wipe
 from pycrio.sandbox import namespaces
 
@@ -64,15 +65,6 @@ def _wait_started(proc: subprocess.Popen, argv_tail: str) -> None:
         time.sleep(0.01)
 
 
-def _pids_cgroup() -> Path | None:
-    for m in mountinfo.read():
-        if m.fstype == "cgroup" and "pids" in m.super_options:
-            return Path(m.mount_point)
-        if m.fstype == "cgroup2" and m.mount_point == "/sys/fs/cgroup":
-            return Path(m.mount_point)
-    return None
-
-
 def test_wipe_kills_ours_and_spares_bystanders(config: Config, spawn, tmp_path: Path) -> None:
     runroot = Path(config.runroot)
     state = runroot / "containers" / "c1"
@@ -94,12 +86,11 @@ def test_wipe_kills_ours_and_spares_bystanders(config: Config, spawn, tmp_path: 
     # ... a shared PID namespace holder, started as the daemon starts it ...
     _pin, holder_pid = namespaces.start_pid_holder(config.get("runtime.namespaces_dir"), "pod1")
     # ... and a process inside a container's cgroup (one the runtime's state lost).
-    hierarchy = _pids_cgroup()
-    assert hierarchy is not None, "no pids cgroup hierarchy"
-    cgroup = f"/pycrio-test-{secrets.token_hex(4)}/c2"
-    (hierarchy / cgroup.lstrip("/")).mkdir(parents=True)
+    top = f"/pycrio-test-{secrets.token_hex(4)}"
+    cgroup = f"{top}/c2"
+    cgroups.controller_dir("pids", cgroup).mkdir(parents=True)
     stray = spawn(sys.executable, "-c", SLEEPER)
-    (hierarchy / cgroup.lstrip("/") / "cgroup.procs").write_text(str(stray.pid))
+    (cgroups.controller_dir("pids", cgroup) / "cgroup.procs").write_text(str(stray.pid))
     record = ContainerRecord(
         id="c2", name="c", attempt=0, sandbox_id="p", reservation="r", image="i",
         image_id="", image_ref="", runtime_handler="runc", created_at=0, cgroups_path=cgroup,
@@ -129,6 +120,6 @@ def test_wipe_kills_ours_and_spares_bystanders(config: Config, spawn, tmp_path: 
     finally:
         stray.kill()
         stray.wait(timeout=10)
-        for leftover in (hierarchy / cgroup.lstrip("/"), hierarchy / cgroup.split("/")[1]):
+        for leftover in (cgroups.controller_dir("pids", p) for p in (cgroup, top)):
             if leftover.exists():
                 leftover.rmdir()

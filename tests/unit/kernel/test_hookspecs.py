@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from cri_api.v1 import api_pb2
 
-from pycrio.kernel.hookspecs import CRI_HOOKS, CRISpecs
+from pycrio.kernel.hookspecs import CRI_HOOKS, UNIMPLEMENTED, CRISpecs, unimplemented_message
 from pycrio.kernel.kernel import new_plugin_manager
 from pycrio.server.dispatch import SERVICES, hook_name
 from pycrio.server.list_streaming import CALLS
@@ -51,3 +53,39 @@ def test_extension_hooks_exist() -> None:
         "pycrio_sandbox_event",
     ):
         assert getattr(pm.hook, name).spec is not None, name
+
+
+def test_every_cri_hook_is_answered_by_the_core_or_listed_as_unimplemented(
+    tmp_path: Path,
+) -> None:
+    from pycrio.config import defaults
+    from pycrio.cri import core_plugins
+    from pycrio.kernel.kernel import CORE_PREFIX, build_kernel
+
+    cfg = defaults()
+    cfg.data["root"], cfg.data["runroot"] = str(tmp_path / "root"), str(tmp_path / "run")
+    kernel = build_kernel(cfg, core_plugins, found=[])
+    answered = {
+        CRI_HOOKS[name][1]
+        for name in CRI_HOOKS
+        for impl in getattr(kernel.pm.hook, name).get_hookimpls()
+        if impl.plugin_name.startswith(CORE_PREFIX) and not (impl.wrapper or impl.hookwrapper)
+    }
+    methods = {method for _service, method in CRI_HOOKS.values()}
+    assert sorted(methods - answered) == sorted(UNIMPLEMENTED)
+    assert not answered & set(UNIMPLEMENTED)
+
+
+def test_the_documented_unimplemented_list_is_the_one_in_the_code() -> None:
+    text = (Path(__file__).parents[3] / "docs" / "kubelet.md").read_text()
+    start, end = "<!-- BEGIN UNIMPLEMENTED -->\n", "<!-- END UNIMPLEMENTED -->"
+    documented = text[text.index(start) + len(start) : text.index(end)]
+    assert documented == "".join(f"- `{m}`: {why}\n" for m, why in sorted(UNIMPLEMENTED.items()))
+
+
+def test_unimplemented_message_gives_the_reason() -> None:
+    assert unimplemented_message("CheckpointContainer", "1.0") == (
+        "CheckpointContainer is not implemented by pycrio 1.0: "
+        + UNIMPLEMENTED["CheckpointContainer"]
+    )
+    assert unimplemented_message("Nope", "1.0") == "Nope is not implemented by pycrio 1.0"
