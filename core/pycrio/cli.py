@@ -83,11 +83,13 @@ def load_from_args(args: argparse.Namespace) -> Config:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from pycrio.config import defaults
+    from pycrio.config.load import discover_declarations
     from pycrio.config.render import annotated_defaults, to_toml
 
-    sys.stdout.write(
-        annotated_defaults(defaults()) if args.default else to_toml(load_from_args(args))
-    )
+    if args.default:
+        sys.stdout.write(annotated_defaults(defaults(discover_declarations())))
+    else:
+        sys.stdout.write(to_toml(load_from_args(args)))
     return 0
 
 

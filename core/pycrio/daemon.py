@@ -55,9 +55,10 @@ def reloaded_config(old: Config, new: Config) -> tuple[Config, list[str], list[s
     else keeps running as it is and is reported as needing a restart.
     """
     changed = changed_keys(old, new)
-    applied = [k for k in changed if k in RELOADABLE or k.startswith("plugins.")]
+    reloadable = RELOADABLE | {o.dotted for o in new.declared if o.reloadable}
+    applied = [k for k in changed if k in reloadable or k.startswith("plugins.")]
     pending = [k for k in changed if k not in applied]
-    effective = Config(data=copy.deepcopy(old.data), sources=new.sources)
+    effective = Config(data=copy.deepcopy(old.data), sources=new.sources, declared=new.declared)
     for dotted in applied:
         if dotted.startswith("plugins."):
             continue

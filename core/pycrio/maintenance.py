@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -194,8 +195,10 @@ def our_processes(
     for cid, pid in _monitors(runroot):
         if only is None or cid == only:
             victims.setdefault(pid, f"monitor of {cid}")
+    claims = Counter(r.cgroups_path for r in containers.values())
     for cid, record in containers.items():
-        if only is None or cid == only:
+        # a cgroup two records claim (a copied record) is neither's to empty
+        if (only is None or cid == only) and claims[record.cgroups_path] == 1:
             for pid in _in_cgroup(record.cgroups_path):
                 victims.setdefault(pid, f"process of container {cid}")
     if only is None:
@@ -464,7 +467,7 @@ def find_problems(config: Config) -> list[Problem]:
             problems.append(
                 Problem(
                     f"container {cid}: " + "; ".join(reasons),
-                    _drop_container(config, record, ctr_dir),
+                    _drop_container(config, record, ctr_dir, containers),
                     "removed the container and its files",
                 )
             )
@@ -514,16 +517,24 @@ def _drop_image(db_path: str, image_id: str) -> Callable[[], None]:
     return repair
 
 
-def _drop_container(config: Config, record: ContainerRecord, ctr_dir: str) -> Callable[[], None]:
+def _drop_container(
+    config: Config,
+    record: ContainerRecord,
+    ctr_dir: str,
+    containers: dict[str, ContainerRecord],
+) -> Callable[[], None]:
     def repair() -> None:
-        kill_leftovers(our_processes(config, {record.id: record}, {}, only=record.id), _quiet)
+        kill_leftovers(our_processes(config, containers, {}, only=record.id), _quiet)
         for path in (
             os.path.join(ctr_dir, record.id),
             os.path.join(config.runroot, "containers", record.id),
             os.path.join(config.runroot, "exits", record.id),
         ):
             _rm(path)()
-        remove_cgroup(record.cgroups_path)
+        if not any(
+            c.cgroups_path == record.cgroups_path for c in containers.values() if c is not record
+        ):
+            remove_cgroup(record.cgroups_path)
         _rm(os.path.join(config.root, "containers", f"{record.id}.json"))()
 
     return repair

@@ -2,7 +2,10 @@
 
 Each file is validated on its own before merging so an error names the file
 that holds the mistake; later sources override earlier ones key by key, the
-way CRI-O merges crio.conf.d drop-ins.
+way CRI-O merges crio.conf.d drop-ins. Plugins' and drivers' options are
+validated the same way, against what they declared
+(:mod:`pycrio.config.declared`); a table of a plugin that is not installed
+is an error naming it.
 """
 
 from __future__ import annotations
@@ -13,17 +16,22 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pycrio.config.declared import PLUGIN_KEYS, Declarations
 from pycrio.config.schema import (
     BOOL,
     DURATION,
     HANDLER_OPTIONS,
+    HANDLER_TABLE,
     INT,
+    NUMBER,
     OPTIONS,
     PLUGINS,
     POD_METRIC_GROUPS,
     RUNTIMES,
+    SECONDS,
     STR,
     STR_LIST,
+    STR_OR_LIST,
     TABLES,
     Config,
     Option,
@@ -39,14 +47,39 @@ class ConfigError(Exception):
     """A configuration problem, phrased for the operator who has to fix it."""
 
 
-def defaults() -> Config:
+def discover_declarations() -> Declarations:
+    """The options the installed plugins and drivers declare (imports no driver)."""
+    from pycrio.kernel.options import declarations
+
+    return declarations()
+
+
+def defaults(declarations: Declarations | None = None) -> Config:
+    """The embedded defaults: the core's, plus the declared ones when given."""
     data: dict[str, Any] = {t: {} for t in TABLES if t}
     for opt in OPTIONS:
         if opt.type == PLUGINS:
             continue
         target = data[opt.table] if opt.table else data
         target[opt.key] = copy.deepcopy(opt.default)
-    return Config(data=data, sources=["<embedded defaults>"])
+    cfg = Config(data=data, sources=["<embedded defaults>"])
+    if declarations is not None:
+        cfg.declared = tuple(declarations.options)
+        _fill_declared(cfg.data, declarations)
+        _complete_handlers(cfg.data, declarations)
+    return cfg
+
+
+def _fill_declared(data: dict[str, Any], decl: Declarations) -> None:
+    """Declared defaults of core tables and plugin tables, where the operator set none."""
+    for opt in decl.options:
+        if opt.table == HANDLER_TABLE:
+            continue
+        node = data
+        for part in opt.table.split(".") if opt.table else []:
+            node = node.setdefault(part, {})  # a plugin's table exists even with no default
+        if opt.default is not None:
+            node.setdefault(opt.key, copy.deepcopy(opt.default))
 
 
 def _type_ok(opt_type: str, value: Any) -> bool:
@@ -62,6 +95,12 @@ def _type_ok(opt_type: str, value: Any) -> bool:
         return True
     if opt_type == INT:
         return isinstance(value, int) and not isinstance(value, bool)
+    if opt_type == NUMBER:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if opt_type == SECONDS:
+        return _type_ok(NUMBER, value) or _type_ok(DURATION, value)
+    if opt_type == STR_OR_LIST:
+        return isinstance(value, str) or _type_ok(STR_LIST, value)
     if opt_type == BOOL:
         return isinstance(value, bool)
     if opt_type == STR_LIST:
@@ -83,12 +122,31 @@ def _describe(value: Any) -> str:
     return f"{kind} ({value!r})" if not isinstance(value, dict) else kind
 
 
-def _check_table(source: str, table: str, raw: dict[str, Any], opts: list[Option]) -> None:
+def _check_table(
+    source: str,
+    table: str,
+    raw: dict[str, Any],
+    opts: list[Option],
+    decl: Declarations,
+    missing_driver: str = "",
+) -> None:
     known = {o.key: o for o in opts}
     for key, value in raw.items():
         dotted = f"{table}.{key}" if table else key
         opt = known.get(key)
         if opt is None:
+            if dotted in PLUGIN_KEYS and PLUGIN_KEYS[dotted][0] not in decl.owners:
+                plugin, dist = PLUGIN_KEYS[dotted]
+                raise ConfigError(
+                    f"{source}: key {dotted!r} is an option of the plugin {plugin!r}, which is"
+                    f" not installed; install {dist} or remove the key"
+                )
+            if missing_driver:
+                raise ConfigError(
+                    f"{source}: key {dotted!r} is not a core handler option, and the driver"
+                    f" {missing_driver!r} that would declare it is not installed (no entry"
+                    f" point {missing_driver!r} in pycrio.runtime); install it or remove the key"
+                )
             where = f"[{table}]" if table else "the top level"
             allowed = sorted(known) + ([f"[{t}]" for t in TABLES if t] if not table else [])
             raise ConfigError(
@@ -109,30 +167,56 @@ def _check_table(source: str, table: str, raw: dict[str, Any], opts: list[Option
                     raise ConfigError(
                         f"{source}: key {htable!r} must be a table, got {_describe(table_raw)}"
                     )
-                _check_table(source, htable, table_raw, list(HANDLER_OPTIONS))
+                _check_handler(source, htable, table_raw, decl)
 
 
 def _article(opt_type: str) -> str:
     if opt_type == DURATION:
         return 'a duration string such as "30s", "1m30s" or "0s"'
+    if opt_type == SECONDS:
+        return 'a number of seconds or a duration string such as "90s"'
     return ("an " if opt_type[0] in "aeiou" else "a ") + opt_type
 
 
-def validate_file_data(source: str, raw: dict[str, Any]) -> None:
-    """Check one file's keys and types against the schema."""
+def _check_handler(source: str, table: str, raw: dict[str, Any], decl: Declarations) -> None:
+    """A handler table: the core's keys and those of its driver.
+
+    The driver may be named in another file (a drop-in), so a file that does
+    not name it is checked against every runtime driver's keys here, and the
+    merged table against its own driver's in :func:`_check_handlers`.
+    """
+    driver = raw.get("driver")
+    if isinstance(driver, str) and driver:
+        installed = driver in decl.owners
+        opts = [*HANDLER_OPTIONS, *decl.handler_options(driver)]
+        _check_table(source, table, raw, opts, decl, missing_driver="" if installed else driver)
+    else:
+        _check_table(source, table, raw, [*HANDLER_OPTIONS, *decl.all_handler_options()], decl)
+
+
+def _check_handlers(data: dict[str, Any], decl: Declarations) -> None:
+    for handler, table in data["runtime"]["runtimes"].items():
+        _check_handler("configuration", f"runtime.runtimes.{handler}", table, decl)
+
+
+def validate_file_data(
+    source: str, raw: dict[str, Any], declarations: Declarations | None = None
+) -> None:
+    """Check one file's keys and types against the schema and the declared options."""
+    decl = discover_declarations() if declarations is None else declarations
     for key, value in raw.items():
         if key == "plugins":
-            _check_plugins(source, value)
+            _check_plugins(source, value, decl)
         elif key in TABLES and key:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {key!r} must be a table, got {_describe(value)}")
-            _check_table(source, key, value, options_of(key))
+            _check_table(source, key, value, options_of(key) + decl.table_options(key), decl)
         else:
-            _check_table(source, "", {key: value}, options_of(""))
+            _check_table(source, "", {key: value}, options_of("") + decl.table_options(""), decl)
 
 
-def _check_plugins(source: str, value: Any) -> None:
-    """Plugin tables are free-form here: each plugin validates its own."""
+def _check_plugins(source: str, value: Any, decl: Declarations) -> None:
+    """Each ``[plugins.<name>]`` against the options its installed owner declared."""
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: 'plugins' must be a table, got {_describe(value)}")
     for name, ptable in value.items():
@@ -140,6 +224,23 @@ def _check_plugins(source: str, value: Any) -> None:
             raise ConfigError(
                 f"{source}: key 'plugins.{name}' must be a table, got {_describe(ptable)}"
             )
+        owner = decl.owners.get(name)
+        if owner is None:
+            raise ConfigError(
+                f"{source}: [plugins.{name}] configures {name!r}, but no plugin or driver of"
+                f" that name is installed; install the distribution providing it (an entry"
+                f" point {name!r} in pycrio.plugins, pycrio.runtime, pycrio.cgroup,"
+                " pycrio.network or pycrio.hostport) or remove the table"
+            )
+        if name in decl.broken:
+            raise ConfigError(
+                f"{source}: [plugins.{name}] cannot be checked: {owner.describe()}:"
+                f" {decl.broken[name]}"
+            )
+        opts = decl.table_options(f"plugins.{name}")
+        if not opts and ptable:
+            raise ConfigError(f"{source}: [plugins.{name}]: {owner.describe()} takes no options")
+        _check_table(source, f"plugins.{name}", ptable, opts, decl)
 
 
 def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
@@ -161,11 +262,14 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
 
 
-def _complete_handlers(data: dict[str, Any]) -> None:
+def _complete_handlers(data: dict[str, Any], decl: Declarations) -> None:
     """A handler table may name only some keys; fill the rest with defaults."""
     for handler, table in data["runtime"]["runtimes"].items():
         for opt in HANDLER_OPTIONS:
             table.setdefault(opt.key, copy.deepcopy(opt.default))
+        for opt in decl.handler_options(table["driver"]):
+            if opt.default is not None:
+                table.setdefault(opt.key, copy.deepcopy(opt.default))
         if not table["driver"]:
             raise ConfigError(f"runtime.runtimes.{handler}.driver must not be empty")
 
@@ -227,13 +331,17 @@ def load(
     config_path: str | None = None,
     config_dir: str | None = None,
     overrides: dict[str, Any] | None = None,
+    declarations: Declarations | None = None,
 ) -> Config:
     """Build the effective configuration.
 
     ``config_path``/``config_dir`` of None mean the standard locations, which
     may be absent; a path the operator named explicitly must exist.
+    ``declarations`` of None means those of the installed plugins and drivers.
     """
+    decl = discover_declarations() if declarations is None else declarations
     cfg = defaults()
+    cfg.declared = tuple(decl.options)
     explicit = config_path is not None
     main = Path(config_path or DEFAULT_CONFIG)
     files: list[Path] = []
@@ -247,7 +355,7 @@ def load(
 
     for path in files:
         raw = read_toml(path)
-        validate_file_data(str(path), raw)
+        validate_file_data(str(path), raw, decl)
         _merge(cfg.data, raw)
         cfg.sources.append(str(path))
 
@@ -256,10 +364,12 @@ def load(
         if value is not None:
             _set_dotted(flag_raw, FLAG_KEYS[dest], value)
     if flag_raw:
-        validate_file_data("command line", flag_raw)
+        validate_file_data("command line", flag_raw, decl)
         _merge(cfg.data, flag_raw)
         cfg.sources.append("command line")
 
-    _complete_handlers(cfg.data)
+    _complete_handlers(cfg.data, decl)
+    _check_handlers(cfg.data, decl)
+    _fill_declared(cfg.data, decl)
     _check_whole(cfg)
     return cfg

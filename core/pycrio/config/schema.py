@@ -16,9 +16,12 @@ from typing import Any
 # tables of tables handled specially.
 STR = "string"
 INT = "integer"
+NUMBER = "number"  # an integer or a float
 BOOL = "boolean"
 STR_LIST = "array of strings"
+STR_OR_LIST = "string or array of strings"
 DURATION = "duration"  # a Go-style duration string, as in crio.conf: "90s", "1m30s", "0s"
+SECONDS = "seconds"  # a number of seconds or a duration string
 RUNTIMES = "table of runtime handlers"
 PLUGINS = "table of plugin tables"
 
@@ -40,15 +43,28 @@ POD_METRIC_GROUPS = (
 )
 
 
+HANDLER_TABLE = "runtime.runtimes.<handler>"
+
+
 @dataclass(frozen=True)
 class Option:
-    table: str  # "" for top level, "runtime", "runtime.runtimes.<handler>", ...
+    """One configuration option, of the core or declared by a plugin or driver.
+
+    ``table`` is "" for the top level, "runtime", ``HANDLER_TABLE`` for a key
+    of every runtime handler table, or ``plugins.<name>``. A ``default`` of
+    None means the option is absent unless the operator sets it. ``owner`` is
+    the entry-point name of the plugin or driver that declared the option
+    ("" for the core); the kernel fills it in.
+    """
+
+    table: str
     key: str
     type: str
     default: Any
     doc: str
     reloadable: bool = False
     choices: tuple[str, ...] = ()
+    owner: str = ""
 
     @property
     def dotted(self) -> str:
@@ -58,35 +74,35 @@ class Option:
 # Keys of one `[runtime.runtimes.<handler>]` table.
 HANDLER_OPTIONS: tuple[Option, ...] = (
     Option(
-        "runtime.runtimes.<handler>",
+        HANDLER_TABLE,
         "driver",
         STR,
         "runc",
         "Driver (entry point in the `pycrio.runtime` group) that runs this handler's containers.",
     ),
     Option(
-        "runtime.runtimes.<handler>",
+        HANDLER_TABLE,
         "runtime_path",
         STR,
         "",
         "Path of the OCI runtime binary; empty means look the driver's default up in $PATH.",
     ),
     Option(
-        "runtime.runtimes.<handler>",
+        HANDLER_TABLE,
         "runtime_root",
         STR,
         "",
         "State directory handed to the OCI runtime (`--root`); empty means the driver's default.",
     ),
     Option(
-        "runtime.runtimes.<handler>",
+        HANDLER_TABLE,
         "monitor_path",
         STR,
         "",
         "Path of the container monitor (conmon); empty means look `conmon` up in $PATH.",
     ),
     Option(
-        "runtime.runtimes.<handler>",
+        HANDLER_TABLE,
         "allowed_annotations",
         STR_LIST,
         [],
@@ -103,6 +119,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("", "root", STR, "/var/lib/pycrio", "Directory for persistent state and images."),
     Option(
         "", "runroot", STR, "/run/pycrio", "Directory for state that does not survive a reboot."
+    ),
+    Option(
+        "",
+        "disabled_plugins",
+        STR_LIST,
+        [],
+        "Plugins (entry-point names in the `pycrio.plugins` group) not to load, though"
+        " installed; `pycrio plugins` shows them as disabled.",
     ),
     Option(
         "",
@@ -511,7 +535,7 @@ OPTIONS: tuple[Option, ...] = (
         "*",
         PLUGINS,
         {},
-        "A plugin's own options live in [plugins.<name>]; the plugin validates its table.",
+        "A plugin's or driver's own options live in [plugins.<name>], as it declares them.",
     ),
 )
 
@@ -562,6 +586,8 @@ class Config:
 
     data: dict[str, Any] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    #: the options plugins and drivers declared, as the loader validated them
+    declared: tuple[Option, ...] = ()
 
     def get(self, dotted: str) -> Any:
         node: Any = self.data

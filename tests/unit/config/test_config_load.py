@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from pycrio.config import ConfigError, defaults, load
+from pycrio.config.declared import Declarations, Owner
+from pycrio.config.load import discover_declarations
 from pycrio.config.schema import OPTIONS
 
 
@@ -23,7 +25,7 @@ def empty_dir(tmp_path: Path) -> str:
 
 def test_defaults_match_crio_names_and_values(empty_dir: str, tmp_path: Path) -> None:
     cfg = load(str(write(tmp_path / "c.conf", "")), empty_dir)
-    assert cfg.data == defaults().data
+    assert cfg.data == defaults(discover_declarations()).data
     assert cfg.listen == "/run/pycrio/pycrio.sock"
     assert cfg.get("runtime.cgroup_manager") == "cgroupfs"
     assert cfg.get("runtime.default_runtime") == "runc"
@@ -82,16 +84,119 @@ def test_handler_tables_merge_and_fill_defaults(tmp_path: Path, empty_dir: str) 
         "runtime_root": "",
         "monitor_path": "",
         "allowed_annotations": [],
+        # the crun driver's own options (declared by it)
+        "attach_socket_dir": "",
+        "runtime_args": [],
+        "systemd_cgroup": False,
+        "monitor_log_level": "info",
+        "monitor_syslog": False,
+        "no_pivot": False,
+        "command_timeout": 30,
+        "create_timeout": 120,
     }
     assert cfg.runtimes["runc"]["driver"] == "runc"
     assert cfg.runtimes["runc"]["runtime_root"] == "/run/runc-x"
 
 
-def test_plugin_tables_pass_through(tmp_path: Path, empty_dir: str) -> None:
-    conf = write(tmp_path / "c.conf", "[plugins.nri]\nsocket = '/x'\nanything = [1, 2]\n")
+def test_plugin_tables_are_checked_and_completed_from_declarations(
+    tmp_path: Path, empty_dir: str
+) -> None:
+    conf = write(tmp_path / "c.conf", "[plugins.cgroupfs]\nremove_timeout = 2\n")
     cfg = load(str(conf), empty_dir)
-    assert cfg.plugin_table("nri") == {"socket": "/x", "anything": [1, 2]}
+    assert cfg.plugin_table("cgroupfs") == {"default_parent": "/pycrio", "remove_timeout": 2}
+    assert cfg.plugin_table("cni") == {"timeout": 60.0, "poll_interval": 1.0}
     assert cfg.plugin_table("absent") == {}
+    assert "dirs" not in cfg.plugin_table("oci_hooks")  # declared without a default
+    assert cfg.get("runtime.hooks_dir") == [
+        "/usr/share/containers/oci/hooks.d",
+        "/etc/containers/oci/hooks.d",
+    ]
+
+
+def test_handler_tables_take_their_drivers_options(tmp_path: Path, empty_dir: str) -> None:
+    conf = write(
+        tmp_path / "c.conf",
+        "[runtime.runtimes.runc]\nsystemd_cgroup = true\nruntime_args = ['--debug']\n"
+        "[runtime.runtimes.crun]\ndriver = 'crun'\ncommand_timeout = 5.5\n",
+    )
+    cfg = load(str(conf), empty_dir)
+    runc, crun = cfg.runtimes["runc"], cfg.runtimes["crun"]
+    assert (runc["systemd_cgroup"], runc["runtime_args"], runc["command_timeout"]) == (
+        True,
+        ["--debug"],
+        30,
+    )
+    assert (crun["command_timeout"], crun["systemd_cgroup"]) == (5.5, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[plugins.nri]\nsocket = '/x'\n",
+            "[plugins.nri] configures 'nri', but no plugin or driver of that name is installed",
+        ),
+        (
+            "[plugins.cgroupfs]\ndefault_parnt = '/x'\n",
+            "unknown key 'plugins.cgroupfs.default_parnt'; allowed in [plugins.cgroupfs]:"
+            " default_parent, remove_timeout",
+        ),
+        (
+            "[plugins.cni]\ntimeout = true\n",
+            "'plugins.cni.timeout' must be a number of seconds or a duration string such as"
+            ' "90s", got a boolean',
+        ),
+        (
+            "[plugins.cni]\ntimeout = '5 minutes'\n",
+            "'plugins.cni.timeout' must be a number of seconds or a duration string",
+        ),
+        (
+            "[runtime.runtimes.runc]\nsystemd_cgroup = 'yes'\n",
+            "'runtime.runtimes.runc.systemd_cgroup' must be a boolean",
+        ),
+        (
+            "[runtime.runtimes.kata]\ndriver = 'kata'\nsandbox_cgroup_only = true\n",
+            "key 'runtime.runtimes.kata.sandbox_cgroup_only' is not a core handler option, and"
+            " the driver 'kata' that would declare it is not installed",
+        ),
+        ("[runtime]\nhooks_dir = 3\n", "'runtime.hooks_dir' must be a string or array of"),
+        ("disabled_plugins = 'oci_hooks'\n", "'disabled_plugins' must be an array of strings"),
+    ],
+)
+def test_declared_options_are_validated(
+    tmp_path: Path, empty_dir: str, text: str, expected: str
+) -> None:
+    conf = write(tmp_path / "bad.conf", text)
+    with pytest.raises(ConfigError) as err:
+        load(str(conf), empty_dir)
+    assert str(conf) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_a_key_of_a_plugin_that_is_not_installed_names_the_plugin(
+    tmp_path: Path, empty_dir: str
+) -> None:
+    conf = write(tmp_path / "c.conf", "[runtime]\nhooks_dir = ['/x']\n")
+    bare = Declarations(
+        owners={"runc": Owner("runc", ("pycrio.runtime",), "pycrio-runtime-runc", "1")}
+    )
+    with pytest.raises(
+        ConfigError, match="plugin 'oci_hooks', which is not installed; install pycrio-oci-hooks"
+    ):
+        load(str(conf), empty_dir, declarations=bare)
+
+
+def test_a_driver_option_in_a_drop_in_is_checked_against_the_merged_driver(
+    tmp_path: Path,
+) -> None:
+    conf = write(tmp_path / "c.conf", "[runtime.runtimes.fast]\ndriver = 'crun'\n")
+    drop = tmp_path / "d"
+    drop.mkdir()
+    write(drop / "50.conf", "[runtime.runtimes.fast]\nno_pivot = true\n")
+    assert load(str(conf), str(drop)).runtimes["fast"]["no_pivot"] is True
+    write(drop / "60.conf", "[runtime.runtimes.fast]\ndriver = 'kata'\n")
+    with pytest.raises(ConfigError, match="'kata' that would declare it is not installed"):
+        load(str(conf), str(drop))
 
 
 @pytest.mark.parametrize(
@@ -116,6 +221,7 @@ def test_plugin_tables_pass_through(tmp_path: Path, empty_dir: str) -> None:
         ),
         ("plugins = 1\n", "'plugins' must be a table"),
         ("[plugins]\nnri = 1\n", "'plugins.nri' must be a table"),
+        ("[plugins.nri]\nx = 1\n", "no plugin or driver of that name is installed"),
     ],
 )
 def test_bad_keys_and_types_name_file_and_key(

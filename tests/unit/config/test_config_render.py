@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pycrio.config import defaults, load
-from pycrio.config.render import annotated_defaults, reference_table, to_toml
+from pycrio.config.load import discover_declarations
+from pycrio.config.render import annotated_defaults, plugin_reference, reference_table, to_toml
 from pycrio.config.schema import HANDLER_OPTIONS, OPTIONS, PLUGINS, RUNTIMES
 
 DOCS = Path(__file__).parents[3] / "docs" / "configuration.md"
@@ -20,7 +21,7 @@ def test_effective_config_round_trips(tmp_path: Path) -> None:
     conf = tmp_path / "c.conf"
     conf.write_text(
         "[runtime]\nlog_level = 'debug'\n[runtime.runtimes.crun]\ndriver = 'crun'\n"
-        "[plugins.example]\nkey = 'value'\nnested = { a = 1 }\n"
+        "[plugins.cgroupfs]\ndefault_parent = '/x'\n[plugins.oci_hooks]\ndirs = ['/h']\n"
     )
     cfg = load(str(conf), str(d))
     printed = tmp_path / "printed.conf"
@@ -79,3 +80,32 @@ def test_configuration_reference_is_in_sync_with_schema() -> None:
         "docs/configuration.md is out of date: regenerate the table with "
         "`.venv/bin/python -m pycrio.config.render`"
     )
+
+
+def test_plugin_options_reference_is_in_sync_with_their_declarations() -> None:
+    """docs/configuration.md lists every installed plugin's declared options."""
+    text = DOCS.read_text()
+    start, end = "<!-- BEGIN PLUGIN OPTIONS -->\n", "<!-- END PLUGIN OPTIONS -->"
+    documented = text.split(start, 1)[1].split(end, 1)[0]
+    generated = plugin_reference(discover_declarations())
+    assert "### `runc` (pycrio-runtime-runc, runtime)" in generated
+    assert "| `runtime.hooks_dir` |" in generated
+    assert documented == generated, (
+        "docs/configuration.md is out of date: regenerate it with "
+        "`.venv/bin/python -m pycrio.config.render plugins`"
+    )
+
+
+def test_annotated_defaults_include_declared_options_with_their_help() -> None:
+    decl = discover_declarations()
+    text = annotated_defaults(defaults(decl))
+    assert tomllib.loads(text) == defaults(decl).data
+    assert "[plugins.cgroupfs]" in text and "[plugins.oci_hooks]" in text
+    assert "# dirs = (not set)" in text
+    runc = text.split("[runtime.runtimes.runc]", 1)[1].split("\n[", 1)[0]
+    assert "systemd_cgroup = false" in runc
+    assert "# Seconds a container create through conmon may take. (declared by runc)" in runc
+    hooks = text.split("\nhooks_dir = ", 1)[0].rsplit("\n", 1)[1]
+    assert hooks.startswith("# Hooks directories") and "(declared by oci_hooks)" in hooks
+    for opt in decl.options:
+        assert opt.doc.split("\n")[0][:40] in text.replace("\n# ", " "), opt.dotted
