@@ -94,26 +94,40 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """What the daemon would load with this configuration, and why not.
+
+    Plugins are imported and built (their constructors are cheap by
+    contract) but not started; the configured drivers are imported and
+    checked but not started; other drivers are only listed.
+    """
     from pycrio.kernel.discovery import discover
-    from pycrio.kernel.kernel import configured_drivers
+    from pycrio.kernel.kernel import DriverLoadError, build_kernel, configured_drivers
 
     found = discover()
+    try:
+        cfg = load_from_args(args)
+    except ConfigError as e:
+        cfg, problem = None, f"configuration not checked: {e}"
+    if cfg is not None:
+        try:
+            build_kernel(cfg, lambda _kernel: [], found, instantiate_drivers=False)
+            problem = ""
+        except DriverLoadError as e:
+            problem = str(e)
     rows = [("GROUP", "NAME", "DISTRIBUTION", "VERSION", "STATUS")]
     rows += [(f.group, f.name, f.distribution, f.version, f.status) for f in found]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4])
-    try:
-        cfg = load_from_args(args)
-    except ConfigError as e:
-        print(f"\n(configuration not checked: {e})")
-        return 0
-    names = {(f.group, f.name): f for f in found}
-    print("\nDrivers the configuration requires:")
-    for group, name, role in configured_drivers(cfg):
-        item = names.get((group, name))
-        state = "not installed" if item is None else item.status
-        print(f"  {role}: {name} ({group}): {state}")
+    if cfg is not None:
+        names = {(f.group, f.name): f for f in found}
+        print("\nDrivers the configuration requires:")
+        for group, name, role in configured_drivers(cfg):
+            item = names.get((group, name))
+            state = "not installed" if item is None else item.status
+            print(f"  {role}: {name} ({group}): {state}")
+    if problem:
+        print(f"\n({problem})")
     return 0
 
 

@@ -18,7 +18,17 @@ from typing import Any
 import pluggy
 
 from pycrio.config import Config
-from pycrio.kernel.discovery import Found, discover
+from pycrio.kernel.discovery import (
+    DECLINED,
+    DISABLED,
+    FAILED,
+    FOUND,
+    LOADED,
+    UNMET,
+    Found,
+    discover,
+    load,
+)
 from pycrio.kernel.hookspecs import PROJECT, CRISpecs, ExtensionSpecs
 from pycrio.kernel.interfaces import (
     GROUP_CGROUP,
@@ -126,6 +136,30 @@ def _register_plugin(pm: pluggy.PluginManager, item: Found) -> str | None:
     return None
 
 
+def _declines(item: Found, config: Config) -> str:
+    """Why the plugin declines to load on this node ("" when it does not).
+
+    A plugin class may define ``decline(config) -> str | None`` (a static or
+    class method): called before the plugin is built, it returns a reason
+    not to load here (no device, a kernel feature missing, a setting off).
+    """
+    decline = getattr(item.obj, "decline", None)
+    if not callable(decline):
+        return ""
+    reason = decline(config)
+    if reason is not None and not isinstance(reason, str):
+        raise TypeError(f"decline() returned {type(reason).__name__}, not a reason string")
+    return reason or ""
+
+
+def _requirements(item: Found) -> list[str]:
+    """What the plugin declares it requires: ``requires = ("nri", "pycrio.network:cni")``."""
+    reqs = getattr(item.obj, "requires", ())
+    if isinstance(reqs, str) or not all(isinstance(r, str) for r in reqs):
+        raise TypeError("requires must be a sequence of names")
+    return list(reqs)
+
+
 def configured_drivers(config: Config) -> list[tuple[str, str, str]]:
     """(group, driver name, role) of every driver the configuration requires."""
     drivers = [
@@ -175,33 +209,33 @@ def build_kernel(
     config: Config,
     core_plugins: Callable[[Kernel], list[object]],
     found: list[Found] | None = None,
+    *,
+    instantiate_drivers: bool = True,
 ) -> Kernel:
-    """Load plugins and the configured drivers.
+    """Load the configured drivers and the plugins.
 
     ``core_plugins`` makes the core's own hook implementations for a kernel;
     they are registered first so that any third-party plugin registered later
-    is called before them and can replace or wrap them.
+    is called before them and can replace or wrap them. Only the drivers the
+    configuration names are imported. Without ``instantiate_drivers`` (for
+    `pycrio plugins`) drivers are imported and checked but not started.
     """
     pm = new_plugin_manager()
     found = discover() if found is None else found
     kernel = Kernel(config=config, pm=pm, found=found)
     for plugin in core_plugins(kernel):
         pm.register(plugin, name=f"{CORE_PREFIX}{type(plugin).__name__}")
+    _load_drivers(kernel, instantiate_drivers)
+    _load_plugins(kernel)
+    return kernel
 
-    for item in found:
-        if item.group != GROUP_PLUGINS:
-            continue
-        error = item.error or _register_plugin(pm, item)
-        if error:
-            item.error = item.error or error
-            msg = f"plugin {item.name!r} from {item.distribution} {item.version}: {error}"
-            kernel.plugin_failures.append(msg)
-            log.error("%s; continuing without it", msg)
-            if item.detail:
-                log.debug("%s", item.detail)
 
-    by_key = {(f.group, f.name): f for f in found}
-    for slot in _required_slots(config):
+def _load_drivers(kernel: Kernel, instantiate: bool) -> None:
+    config = kernel.config
+    by_key = {(f.group, f.name): f for f in kernel.found}
+    slots = _required_slots(config)
+    load(by_key[(s.group, s.name)] for s in slots if (s.group, s.name) in by_key)
+    for slot in slots:
         slot.found = by_key.get((slot.group, slot.name))
         if slot.missing:
             log.warning(
@@ -211,7 +245,7 @@ def build_kernel(
                 slot.name,
                 slot.group,
             )
-        else:
+        elif instantiate:
             options = (
                 config.runtimes[slot.handler]
                 if slot.group == GROUP_RUNTIME
@@ -226,7 +260,95 @@ def build_kernel(
             kernel.network = slot
         else:
             kernel.hostport = slot
-    return kernel
+
+
+def _plugin_failed(kernel: Kernel, item: Found, error: str) -> None:
+    msg = f"plugin {item.name!r} from {item.distribution} {item.version}: {error}"
+    kernel.plugin_failures.append(msg)
+    log.error("%s; continuing without it", msg)
+    if item.detail:
+        log.debug("%s", item.detail)
+
+
+def _load_plugins(kernel: Kernel) -> None:
+    """Import, build and register the plugins that are neither disabled nor declining."""
+    config, pm = kernel.config, kernel.pm
+    plugins = [f for f in kernel.found if f.group == GROUP_PLUGINS]
+    disabled = set(config.data.get("disabled_plugins") or ())
+    for name in sorted(disabled - {p.name for p in plugins}):
+        log.warning("disabled_plugins names %r, which is not an installed plugin", name)
+    for item in plugins:
+        if item.name in disabled and item.state in (FOUND, LOADED):
+            item.state = DISABLED
+            log.info("plugin %r is disabled (disabled_plugins)", item.name)
+    load(p for p in plugins if p.state == FOUND)
+    for item in plugins:
+        if item.state == FAILED:
+            _plugin_failed(kernel, item, item.error)
+            continue
+        if item.state != LOADED:
+            continue
+        try:
+            reason = _declines(item, config)
+            _requirements(item)
+        except Exception as e:  # noqa: BLE001 - a broken plugin is reported, never fatal
+            item.fail(e)
+            _plugin_failed(kernel, item, item.error)
+            continue
+        if reason:
+            item.state, item.reason = DECLINED, reason
+            log.info("plugin %r declined to load on this node: %s", item.name, reason)
+            continue
+        error = _register_plugin(pm, item)
+        if error:
+            item.fail(error)
+            _plugin_failed(kernel, item, error)
+    _check_requirements(kernel, plugins)
+
+
+def _requirement_problem(kernel: Kernel, requirement: str) -> str:
+    """Why ``requirement`` ("name" of a plugin or "<group>:<name>") is not met; "" if it is."""
+    group, _, name = requirement.rpartition(":")
+    group = group or GROUP_PLUGINS
+    if group == GROUP_PLUGINS:
+        if kernel.pm.has_plugin(f"{GROUP_PLUGINS}:{name}"):
+            return ""
+        item = next((f for f in kernel.found if (f.group, f.name) == (group, name)), None)
+        if item is None:
+            return f"plugin {name!r} is not installed"
+        return f"plugin {name!r} is not loaded ({item.status})"
+    if group not in INTERFACE_OF_GROUP:
+        return f"{group!r} is not an entry-point group of pycrio"
+    slot = next((s for s in kernel.slots() if (s.group, s.name) == (group, name)), None)
+    if slot is None:
+        return f"the configuration does not use the {group} driver {name!r}"
+    if slot.found is None:
+        return f"the {group} driver {name!r} is not installed"
+    if not slot.found.loaded:
+        return f"the {group} driver {name!r} did not load ({slot.found.status})"
+    return ""
+
+
+def _check_requirements(kernel: Kernel, plugins: list[Found]) -> None:
+    """Unregister plugins whose requirements are not met, until every remaining one's are.
+
+    Repeated because a plugin taken out can be another one's requirement.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for item in plugins:
+            name = f"{item.group}:{item.name}"
+            if item.state != LOADED or not kernel.pm.has_plugin(name):
+                continue
+            for requirement in _requirements(item):
+                problem = _requirement_problem(kernel, requirement)
+                if problem:
+                    kernel.pm.unregister(name=name)
+                    item.state, item.reason = UNMET, f"requires {requirement}: {problem}"
+                    _plugin_failed(kernel, item, item.status)
+                    changed = True
+                    break
 
 
 CORE_PREFIX = "pycrio.core:"

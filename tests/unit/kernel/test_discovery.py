@@ -9,6 +9,7 @@ fixture fails a test that leaves a thread of its own running.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from cri_api.v1 import api_pb2
 from pycrio.config import Config, defaults
 from pycrio.cri import core_plugins
 from pycrio.kernel.context import CallContext
-from pycrio.kernel.discovery import discover
+from pycrio.kernel.discovery import Found, discover, load
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.interfaces import NetworkDriver
 from pycrio.kernel.kernel import DriverLoadError, Kernel, build_kernel, call_each
@@ -80,7 +81,10 @@ def by_name(found):
 
 
 def test_discover_reports_distribution_version_and_errors(with_plugins: None) -> None:
-    found = by_name(discover())
+    listed = discover()
+    assert all(f.obj is None and f.state == "found" for f in listed)  # nothing imported yet
+    load(listed)
+    found = by_name(listed)
     good = found[("pycrio.plugins", "testgood")]
     assert (good.distribution, good.version, good.status) == ("pycrio-test-good", "1.2.3", "loaded")
     assert good.obj.__name__ == "TestGoodPlugin"
@@ -119,8 +123,6 @@ def test_plugin_whose_constructor_raises_is_reported_not_fatal(cfg: Config) -> N
         @hookimpl
         def pycrio_startup(self, kernel):
             raise AssertionError("never registered")
-
-    from pycrio.kernel.discovery import Found
 
     found = [Found("pycrio.plugins", "explodes", "x:X", "explodes-dist", "2.0", obj=Explodes)]
     kernel = build_kernel(cfg, lambda kernel: [], found=found)
@@ -193,7 +195,7 @@ def test_driver_that_is_not_a_driver_is_refused(with_plugins: None, cfg: Config)
     found = discover()
     for f in found:
         if f.name == "testnet":
-            f.obj = object
+            f.obj, f.state = object, "loaded"
     with pytest.raises(DriverLoadError, match="is not a subclass of .*NetworkDriver"):
         build_kernel(cfg, core_plugins, found=found)
 
@@ -203,8 +205,6 @@ def test_plugin_with_unknown_hook_is_reported(cfg: Config) -> None:
         @hookimpl
         def cri_run_pod_sandbx(self, request, ctx):  # typo: no such hook
             return None
-
-    from pycrio.kernel.discovery import Found
 
     found = [Found("pycrio.plugins", "typo", "x:Typo", "typo-dist", "1", obj=Typo)]
     kernel = build_kernel(cfg, core_plugins, found=found)
@@ -250,3 +250,159 @@ def test_a_wrapper_plugin_sees_and_changes_a_call(cfg: Config) -> None:
     assert resp.runtime_name == "pycrio"
     assert resp.runtime_version.endswith("+wrapped")
     assert sys.modules["pycrio"]
+
+
+# --- drivers loaded when named, disabled plugins, requirements, declining ----------
+
+
+def test_only_the_drivers_the_configuration_names_are_imported(
+    with_plugins: None, cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, "pycrio_test_driver", raising=False)
+    kernel = build_kernel(cfg, lambda kernel: [])
+    found = by_name(kernel.found)
+    assert "pycrio_test_driver" not in sys.modules
+    assert found[("pycrio.network", "testnet")].status == (
+        "not loaded (the configuration does not name it)"
+    )
+    # the broken network driver is not named either: no error, no import attempt
+    assert found[("pycrio.network", "testbroken")].state == "found"
+    assert found[("pycrio.runtime", "runc")].loaded
+    kernel.close()
+
+    cfg.data["network"]["driver"] = "testnet"
+    kernel = build_kernel(cfg, lambda kernel: [])
+    assert "pycrio_test_driver" in sys.modules and kernel.network_driver is not None
+    kernel.close()
+
+
+def test_disabled_plugins_are_not_loaded_and_not_failures(
+    with_plugins: None, cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg.data["disabled_plugins"] = ["testgood", "testbad", "nosuchplugin"]
+    kernel = build_kernel(cfg, lambda kernel: [])
+    found = by_name(kernel.found)
+    for name in ("testgood", "testbad"):
+        assert found[("pycrio.plugins", name)].status == "disabled (disabled_plugins)"
+        assert not kernel.pm.has_plugin(f"pycrio.plugins:{name}")
+    assert kernel.plugin_failures == []  # the broken one was not even imported
+    assert kernel.pm.has_plugin("pycrio.plugins:specmarker")
+    kernel.close()
+
+
+class Declines:
+    @staticmethod
+    def decline(config):
+        return "no /dev/kvm on this node"
+
+    @hookimpl
+    def pycrio_startup(self, kernel):
+        raise AssertionError("a declining plugin is never registered")
+
+
+class Base:
+    @hookimpl
+    def pycrio_startup(self, kernel):
+        pass
+
+
+class NeedsMissing(Base):
+    requires = ("nri",)
+
+
+class NeedsNeedsMissing(Base):
+    requires = ("needs_missing",)
+
+
+class NeedsTestnet(Base):
+    requires = ("pycrio.network:testnet",)
+
+
+class NeedsFine(Base):
+    requires = ("fine",)
+
+
+class BadRequires(Base):
+    requires = "fine"
+
+
+def _plugin(name: str, cls: type) -> Found:
+    return Found("pycrio.plugins", name, f"x:{cls.__name__}", f"{name}-dist", "1", obj=cls)
+
+
+def test_declining_and_requirements_are_shown_and_enforced(with_plugins: None, cfg: Config) -> None:
+    found = [
+        *(f for f in discover() if f.group != "pycrio.plugins"),
+        _plugin("declines", Declines),
+        _plugin("fine", Base),
+        _plugin("needs_missing", NeedsMissing),
+        _plugin("needs_needs_missing", NeedsNeedsMissing),
+        _plugin("needs_testnet", NeedsTestnet),
+        _plugin("needs_fine", NeedsFine),
+        _plugin("bad_requires", BadRequires),
+    ]
+    kernel = build_kernel(cfg, lambda kernel: [], found)
+    status = {f.name: f.status for f in found if f.group == "pycrio.plugins"}
+    assert status == {
+        "declines": "declined: no /dev/kvm on this node",
+        "fine": "loaded",
+        "needs_missing": "requirement not met: requires nri: plugin 'nri' is not installed",
+        "needs_needs_missing": "requirement not met: requires needs_missing: plugin"
+        " 'needs_missing' is not loaded (requirement not met: requires nri: plugin 'nri' is"
+        " not installed)",
+        "needs_testnet": "requirement not met: requires pycrio.network:testnet: the"
+        " configuration does not use the pycrio.network driver 'testnet'",
+        "needs_fine": "loaded",
+        "bad_requires": "error: TypeError: requires must be a sequence of names",
+    }
+    registered = {n for n, _ in kernel.pm.list_name_plugin()}
+    assert registered == {"pycrio.plugins:fine", "pycrio.plugins:needs_fine"}
+    # a declining plugin is not a failure; an unmet requirement and a bad plugin are
+    assert sorted(m.split(" from ")[0] for m in kernel.plugin_failures) == [
+        "plugin 'bad_requires'",
+        "plugin 'needs_missing'",
+        "plugin 'needs_needs_missing'",
+        "plugin 'needs_testnet'",
+    ]
+    kernel.close()
+
+    cfg.data["network"]["driver"] = "testnet"
+    for f in found:
+        if f.group == "pycrio.plugins":
+            f.state, f.reason, f.error = "loaded", "", ""
+    kernel = build_kernel(cfg, lambda kernel: [], found)
+    assert by_name(found)[("pycrio.plugins", "needs_testnet")].status == "loaded"
+    kernel.close()
+
+
+def test_pycrio_plugins_shows_why(
+    with_plugins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pycrio.cli import main
+
+    conf = tmp_path / "pycrio.conf"
+    conf.write_text('disabled_plugins = ["specmarker"]\n[network]\ndriver = "testnet"\n')
+    (tmp_path / "conf.d").mkdir()
+    args = ["--config", str(conf), "--config-dir", str(tmp_path / "conf.d")]
+    args += ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
+    sigpipe = signal.getsignal(signal.SIGPIPE)
+    try:
+        assert main(["plugins", *args]) == 0
+    finally:
+        signal.signal(signal.SIGPIPE, sigpipe)  # main() restores the default for `| head`
+    out = capsys.readouterr().out
+    lines = {
+        tuple(line.split()[:2]): line for line in out.splitlines() if line.startswith("pycrio.")
+    }
+    assert lines[("pycrio.plugins", "specmarker")].endswith("disabled (disabled_plugins)")
+    assert lines[("pycrio.plugins", "testgood")].endswith("loaded")
+    assert (
+        "error: RuntimeError: pycrio-test-bad is broken on purpose"
+        in lines[("pycrio.plugins", "testbad")]
+    )
+    assert lines[("pycrio.network", "testnet")].endswith("loaded")
+    assert lines[("pycrio.network", "cni")].endswith(
+        "not loaded (the configuration does not name it)"
+    )
+    assert "network driver: testnet (pycrio.network): loaded" in out
+    assert not (tmp_path / "root").exists()  # nothing was started
