@@ -48,23 +48,43 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 RELOADABLE = {o.dotted for o in OPTIONS if o.reloadable}
 
 
+def _reloadable(dotted: str, declared: dict[str, bool]) -> bool:
+    """Whether a changed key takes effect on SIGHUP.
+
+    Declared plugin and driver options say so themselves; a key of a plugin
+    table that nobody declared (a Config built by hand) is handed over, as
+    plugins read their tables in pycrio_config_reload.
+    """
+    if dotted in RELOADABLE:
+        return True
+    if dotted in declared:
+        return declared[dotted]
+    return dotted.startswith("plugins.") and ".".join(dotted.split(".")[:2]) not in {
+        ".".join(k.split(".")[:2]) for k in declared
+    }
+
+
 def reloaded_config(old: Config, new: Config) -> tuple[Config, list[str], list[str]]:
     """The configuration to run with after a reload.
 
-    Only reloadable options and plugin tables take the new values; anything
-    else keeps running as it is and is reported as needing a restart.
+    Only reloadable options take the new values (the core's and those plugins
+    and drivers declared reloadable); anything else keeps running as it is
+    and is reported as needing a restart.
     """
     changed = changed_keys(old, new)
-    reloadable = RELOADABLE | {o.dotted for o in new.declared if o.reloadable}
-    applied = [k for k in changed if k in reloadable or k.startswith("plugins.")]
+    declared = {o.dotted: o.reloadable for o in new.declared}
+    applied = [k for k in changed if _reloadable(k, declared)]
     pending = [k for k in changed if k not in applied]
     effective = Config(data=copy.deepcopy(old.data), sources=new.sources, declared=new.declared)
     for dotted in applied:
-        if dotted.startswith("plugins."):
-            continue
-        table, key = dotted.rsplit(".", 1)
-        effective.data[table][key] = new.get(dotted)
-    effective.data["plugins"] = copy.deepcopy(new.data.get("plugins", {}))
+        *tables, key = dotted.split(".")
+        node = effective.data
+        for part in tables:
+            node = node.setdefault(part, {})
+        try:
+            node[key] = copy.deepcopy(new.get(dotted))
+        except KeyError:  # removed from the configuration
+            node.pop(key, None)
     return effective, applied, pending
 
 

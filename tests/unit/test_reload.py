@@ -24,3 +24,23 @@ def test_reload_without_changes() -> None:
     effective, applied, pending = reloaded_config(defaults(), defaults())
     assert (applied, pending) == ([], [])
     assert effective.data == defaults().data
+
+
+def test_declared_plugin_options_reload_only_when_declared_reloadable(tmp_path) -> None:
+    from pycrio.config import load
+
+    (tmp_path / "d").mkdir()
+    conf = tmp_path / "c.conf"
+    conf.write_text("[plugins.cgroupfs]\nremove_timeout = 1\n[plugins.oci_hooks]\ndirs = ['/a']\n")
+    old = load(str(conf), str(tmp_path / "d"))
+    conf.write_text(
+        "[plugins.cgroupfs]\nremove_timeout = 2\n[plugins.oci_hooks]\ndirs = ['/b']\n"
+        "[runtime]\nhooks_dir = ['/h']\n"
+    )
+    new = load(str(conf), str(tmp_path / "d"))
+    effective, applied, pending = reloaded_config(old, new)
+    assert applied == ["plugins.oci_hooks.dirs", "runtime.hooks_dir"]
+    assert pending == ["plugins.cgroupfs.remove_timeout"]  # the driver read it at start
+    assert effective.plugin_table("cgroupfs")["remove_timeout"] == 1
+    assert effective.plugin_table("oci_hooks")["dirs"] == ["/b"]
+    assert effective.get("runtime.hooks_dir") == ["/h"]

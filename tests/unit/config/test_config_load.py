@@ -129,50 +129,6 @@ def test_handler_tables_take_their_drivers_options(tmp_path: Path, empty_dir: st
     assert (crun["command_timeout"], crun["systemd_cgroup"]) == (5.5, False)
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (
-            "[plugins.nri]\nsocket = '/x'\n",
-            "[plugins.nri] configures 'nri', but no plugin or driver of that name is installed",
-        ),
-        (
-            "[plugins.cgroupfs]\ndefault_parnt = '/x'\n",
-            "unknown key 'plugins.cgroupfs.default_parnt'; allowed in [plugins.cgroupfs]:"
-            " default_parent, remove_timeout",
-        ),
-        (
-            "[plugins.cni]\ntimeout = true\n",
-            "'plugins.cni.timeout' must be a number of seconds or a duration string such as"
-            ' "90s", got a boolean',
-        ),
-        (
-            "[plugins.cni]\ntimeout = '5 minutes'\n",
-            "'plugins.cni.timeout' must be a number of seconds or a duration string",
-        ),
-        (
-            "[runtime.runtimes.runc]\nsystemd_cgroup = 'yes'\n",
-            "'runtime.runtimes.runc.systemd_cgroup' must be a boolean",
-        ),
-        (
-            "[runtime.runtimes.kata]\ndriver = 'kata'\nsandbox_cgroup_only = true\n",
-            "key 'runtime.runtimes.kata.sandbox_cgroup_only' is not a core handler option, and"
-            " the driver 'kata' that would declare it is not installed",
-        ),
-        ("[runtime]\nhooks_dir = 3\n", "'runtime.hooks_dir' must be a string or array of"),
-        ("disabled_plugins = 'oci_hooks'\n", "'disabled_plugins' must be an array of strings"),
-    ],
-)
-def test_declared_options_are_validated(
-    tmp_path: Path, empty_dir: str, text: str, expected: str
-) -> None:
-    conf = write(tmp_path / "bad.conf", text)
-    with pytest.raises(ConfigError) as err:
-        load(str(conf), empty_dir)
-    assert str(conf) in str(err.value)
-    assert expected in str(err.value)
-
-
 def test_a_key_of_a_plugin_that_is_not_installed_names_the_plugin(
     tmp_path: Path, empty_dir: str
 ) -> None:
@@ -222,6 +178,36 @@ def test_a_driver_option_in_a_drop_in_is_checked_against_the_merged_driver(
         ("plugins = 1\n", "'plugins' must be a table"),
         ("[plugins]\nnri = 1\n", "'plugins.nri' must be a table"),
         ("[plugins.nri]\nx = 1\n", "no plugin or driver of that name is installed"),
+        # options declared by plugins and drivers
+        (
+            "[plugins.nri]\nsocket = '/x'\n",
+            "[plugins.nri] configures 'nri', but no plugin or driver of that name is installed",
+        ),
+        (
+            "[plugins.cgroupfs]\ndefault_parnt = '/x'\n",
+            "unknown key 'plugins.cgroupfs.default_parnt'; allowed in [plugins.cgroupfs]:"
+            " default_parent, remove_timeout",
+        ),
+        (
+            "[plugins.cni]\ntimeout = true\n",
+            "'plugins.cni.timeout' must be a number of seconds or a duration string such as"
+            ' "90s", got a boolean',
+        ),
+        (
+            "[plugins.cni]\ntimeout = '5 minutes'\n",
+            "'plugins.cni.timeout' must be a number of seconds or a duration string",
+        ),
+        (
+            "[runtime.runtimes.runc]\nsystemd_cgroup = 'yes'\n",
+            "'runtime.runtimes.runc.systemd_cgroup' must be a boolean",
+        ),
+        (
+            "[runtime.runtimes.kata]\ndriver = 'kata'\nsandbox_cgroup_only = true\n",
+            "key 'runtime.runtimes.kata.sandbox_cgroup_only' is not a core handler option, and"
+            " the driver 'kata' that would declare it is not installed",
+        ),
+        ("[runtime]\nhooks_dir = 3\n", "'runtime.hooks_dir' must be a string or array of"),
+        ("disabled_plugins = 'oci_hooks'\n", "'disabled_plugins' must be an array of strings"),
     ],
 )
 def test_bad_keys_and_types_name_file_and_key(
