@@ -23,7 +23,7 @@ from pycrio.config import Config, defaults
 from pycrio.container.record import ContainerRecord
 from pycrio.linux import processes
 from pycrio.maintenance import wipe
-from pycrio.sandbox import namespaces
+from pycrio.sandbox import namespaces, pause
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,9 @@ def test_wipe_kills_ours_and_spares_bystanders(config: Config, spawn, tmp_path: 
     _wait_started(monitor, str(pidfile))
     pidfile.write_text(str(monitor.pid))
     # ... a shared PID namespace holder, started as the daemon starts it ...
-    _pin, holder_pid = namespaces.start_pid_holder(config.get("runtime.namespaces_dir"), "pod1")
+    init_dir = pause.link(str(runroot / "pause"), pause.find_init(""))
+    ns_dir = config.get("runtime.namespaces_dir")
+    _pin, holder_pid = namespaces.start_pid_holder(ns_dir, "pod1", init_dir)
     # ... and a process inside a container's cgroup (one the runtime's state lost).
     top = f"/pycrio-test-{secrets.token_hex(4)}"
     cgroup = f"{top}/c2"
