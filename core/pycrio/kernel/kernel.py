@@ -1,9 +1,10 @@
 """The kernel: the plugin manager plus the drivers the configuration chose.
 
-It is the one object handed to plugins at startup. Building it imports every
-plugin and driver; a broken optional plugin is recorded and skipped, while a
-broken driver that the configuration requires stops the daemon with a message
-naming the driver, its distribution and the error.
+It is the one object handed to plugins at startup. Building it imports the
+drivers the configuration names (no other) and the plugins
+(:mod:`pycrio.kernel.plugin_loading`); a broken optional plugin is recorded
+and skipped, while a broken driver that the configuration requires stops the
+daemon with a message naming the driver, its distribution and the error.
 """
 
 from __future__ import annotations
@@ -18,23 +19,12 @@ from typing import Any
 import pluggy
 
 from pycrio.config import Config
-from pycrio.kernel.discovery import (
-    DECLINED,
-    DISABLED,
-    FAILED,
-    FOUND,
-    LOADED,
-    UNMET,
-    Found,
-    discover,
-    load,
-)
+from pycrio.kernel.discovery import Found, discover, load
 from pycrio.kernel.hookspecs import PROJECT, CRISpecs, ExtensionSpecs
 from pycrio.kernel.interfaces import (
     GROUP_CGROUP,
     GROUP_HOSTPORT,
     GROUP_NETWORK,
-    GROUP_PLUGINS,
     GROUP_RUNTIME,
     INTERFACE_OF_GROUP,
     CgroupDriver,
@@ -44,6 +34,7 @@ from pycrio.kernel.interfaces import (
     NetworkDriver,
     RuntimeDriver,
 )
+from pycrio.kernel.plugin_loading import load_plugins
 
 log = logging.getLogger("pycrio.kernel")
 
@@ -118,48 +109,6 @@ def new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _register_plugin(pm: pluggy.PluginManager, item: Found) -> str | None:
-    """Register one third-party plugin; return why it failed, or None.
-
-    The plugin object is built inside the ``try``: a constructor that raises
-    is one more broken plugin, not a daemon that cannot start.
-    """
-    obj = None
-    try:
-        obj = item.obj() if inspect.isclass(item.obj) else item.obj
-        pm.register(obj, name=f"{item.group}:{item.name}")
-        pm.check_pending()
-    except Exception as e:  # noqa: BLE001 - a broken plugin is reported, never fatal
-        if obj is not None and pm.is_registered(obj):
-            pm.unregister(obj)
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def _declines(item: Found, config: Config) -> str:
-    """Why the plugin declines to load on this node ("" when it does not).
-
-    A plugin class may define ``decline(config) -> str | None`` (a static or
-    class method): called before the plugin is built, it returns a reason
-    not to load here (no device, a kernel feature missing, a setting off).
-    """
-    decline = getattr(item.obj, "decline", None)
-    if not callable(decline):
-        return ""
-    reason = decline(config)
-    if reason is not None and not isinstance(reason, str):
-        raise TypeError(f"decline() returned {type(reason).__name__}, not a reason string")
-    return reason or ""
-
-
-def _requirements(item: Found) -> list[str]:
-    """What the plugin declares it requires: ``requires = ("nri", "pycrio.network:cni")``."""
-    reqs = getattr(item.obj, "requires", ())
-    if isinstance(reqs, str) or not all(isinstance(r, str) for r in reqs):
-        raise TypeError("requires must be a sequence of names")
-    return list(reqs)
-
-
 def configured_drivers(config: Config) -> list[tuple[str, str, str]]:
     """(group, driver name, role) of every driver the configuration requires."""
     drivers = [
@@ -226,7 +175,7 @@ def build_kernel(
     for plugin in core_plugins(kernel):
         pm.register(plugin, name=f"{CORE_PREFIX}{type(plugin).__name__}")
     _load_drivers(kernel, instantiate_drivers)
-    _load_plugins(kernel)
+    load_plugins(kernel)
     return kernel
 
 
@@ -260,95 +209,6 @@ def _load_drivers(kernel: Kernel, instantiate: bool) -> None:
             kernel.network = slot
         else:
             kernel.hostport = slot
-
-
-def _plugin_failed(kernel: Kernel, item: Found, error: str) -> None:
-    msg = f"plugin {item.name!r} from {item.distribution} {item.version}: {error}"
-    kernel.plugin_failures.append(msg)
-    log.error("%s; continuing without it", msg)
-    if item.detail:
-        log.debug("%s", item.detail)
-
-
-def _load_plugins(kernel: Kernel) -> None:
-    """Import, build and register the plugins that are neither disabled nor declining."""
-    config, pm = kernel.config, kernel.pm
-    plugins = [f for f in kernel.found if f.group == GROUP_PLUGINS]
-    disabled = set(config.data.get("disabled_plugins") or ())
-    for name in sorted(disabled - {p.name for p in plugins}):
-        log.warning("disabled_plugins names %r, which is not an installed plugin", name)
-    for item in plugins:
-        if item.name in disabled and item.state in (FOUND, LOADED):
-            item.state = DISABLED
-            log.info("plugin %r is disabled (disabled_plugins)", item.name)
-    load(p for p in plugins if p.state == FOUND)
-    for item in plugins:
-        if item.state == FAILED:
-            _plugin_failed(kernel, item, item.error)
-            continue
-        if item.state != LOADED:
-            continue
-        try:
-            reason = _declines(item, config)
-            _requirements(item)
-        except Exception as e:  # noqa: BLE001 - a broken plugin is reported, never fatal
-            item.fail(e)
-            _plugin_failed(kernel, item, item.error)
-            continue
-        if reason:
-            item.state, item.reason = DECLINED, reason
-            log.info("plugin %r declined to load on this node: %s", item.name, reason)
-            continue
-        error = _register_plugin(pm, item)
-        if error:
-            item.fail(error)
-            _plugin_failed(kernel, item, error)
-    _check_requirements(kernel, plugins)
-
-
-def _requirement_problem(kernel: Kernel, requirement: str) -> str:
-    """Why ``requirement`` ("name" of a plugin or "<group>:<name>") is not met; "" if it is."""
-    group, _, name = requirement.rpartition(":")
-    group = group or GROUP_PLUGINS
-    if group == GROUP_PLUGINS:
-        if kernel.pm.has_plugin(f"{GROUP_PLUGINS}:{name}"):
-            return ""
-        item = next((f for f in kernel.found if (f.group, f.name) == (group, name)), None)
-        if item is None:
-            return f"plugin {name!r} is not installed"
-        return f"plugin {name!r} is not loaded ({item.status})"
-    if group not in INTERFACE_OF_GROUP:
-        return f"{group!r} is not an entry-point group of pycrio"
-    slot = next((s for s in kernel.slots() if (s.group, s.name) == (group, name)), None)
-    if slot is None:
-        return f"the configuration does not use the {group} driver {name!r}"
-    if slot.found is None:
-        return f"the {group} driver {name!r} is not installed"
-    if not slot.found.loaded:
-        return f"the {group} driver {name!r} did not load ({slot.found.status})"
-    return ""
-
-
-def _check_requirements(kernel: Kernel, plugins: list[Found]) -> None:
-    """Unregister plugins whose requirements are not met, until every remaining one's are.
-
-    Repeated because a plugin taken out can be another one's requirement.
-    """
-    changed = True
-    while changed:
-        changed = False
-        for item in plugins:
-            name = f"{item.group}:{item.name}"
-            if item.state != LOADED or not kernel.pm.has_plugin(name):
-                continue
-            for requirement in _requirements(item):
-                problem = _requirement_problem(kernel, requirement)
-                if problem:
-                    kernel.pm.unregister(name=name)
-                    item.state, item.reason = UNMET, f"requires {requirement}: {problem}"
-                    _plugin_failed(kernel, item, item.status)
-                    changed = True
-                    break
 
 
 CORE_PREFIX = "pycrio.core:"
