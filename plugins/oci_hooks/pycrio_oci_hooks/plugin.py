@@ -24,12 +24,14 @@ from typing import Any
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio_oci_hooks.directories import DEFAULT_DIRS, HookDirectories
 from pycrio_oci_hooks.matcher import inject, select
+from pycrio_oci_hooks.options import OPTIONS as DECLARED
 from pycrio_oci_hooks.schema import HookDefinition, executable_problem
 
 log = logging.getLogger("pycrio.oci_hooks")
 
 PLUGIN_NAME = "oci_hooks"
-OPTIONS = ("dirs",)
+#: the keys of [plugins.oci_hooks], as declared for the loader (pycrio_oci_hooks.options)
+OPTIONS = tuple(o.key for o in DECLARED if o.table == f"plugins.{PLUGIN_NAME}")
 
 
 class OCIHooksConfigError(ValueError):
