@@ -76,12 +76,44 @@ def decode_auth_field(value: str, *, where: str = "auth") -> tuple[str, str]:
         text = value.strip()
         text += "=" * (-len(text) % 4)  # some tools write it without padding
         raw = base64.b64decode(text, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII input, bad UTF-8
         raise InvalidArgument(f"{where}: 'auth' is not base64 of 'user:password'") from exc
     user, sep, password = raw.partition(":")
     if not sep:
         raise InvalidArgument(f"{where}: 'auth' does not decode to 'user:password'")
+    check_username(user, f"{where}: the user name in 'auth'")
     return user, password
+
+
+def _is_token_char(c: str) -> bool:
+    return "\x21" <= c <= "\x7e"
+
+
+def check_token(value: str, what: str) -> None:
+    """A token sent verbatim after ``Bearer``: visible ASCII only (RFC 6750 b64token, leniently).
+
+    Anything else (a newline, a space, ``é``) cannot go into an HTTP header:
+    sent, it would split or corrupt the request, so it is refused up front.
+    """
+    bad = next((c for c in value if not _is_token_char(c)), None)
+    if bad is not None:
+        # The class of character only: the value is a secret, not even one
+        # character of it goes to a log or to crictl.
+        kind = "a space" if bad == " " else "a non-ASCII" if bad > "\x7f" else "a control"
+        raise InvalidArgument(
+            f"{what} may hold only visible ASCII characters (it is sent in an HTTP "
+            f"header); it contains {kind} character"
+        )
+
+
+def check_username(value: str, what: str) -> None:
+    """A Basic-auth user name: no control characters and no ':' (RFC 7617 section 2).
+
+    Non-ASCII is fine: user and password are sent UTF-8 and base64-encoded.
+    """
+    for i, c in enumerate(value):
+        if c == ":" or ord(c) < 0x20 or ord(c) == 0x7F:
+            raise InvalidArgument(f"{what} may not contain {c!r} (offset {i})")
 
 
 def credentials_from_cri(
@@ -95,9 +127,15 @@ def credentials_from_cri(
     """Credentials from a CRI ``AuthConfig`` (kubelet pull secrets); None if it is empty.
 
     As in CRI-O, an explicit ``auth`` field takes precedence over username/password.
+    Every field is checked here, before anything is sent: a value that cannot
+    travel in an HTTP header is INVALID_ARGUMENT naming the field.
     """
     if auth:
-        username, password = decode_auth_field(auth, where="CRI AuthConfig")
+        username, password = decode_auth_field(auth, where="AuthConfig.auth")
+    else:
+        check_username(username, "AuthConfig.username")
+    check_token(registry_token, "AuthConfig.registry_token")
+    check_token(identity_token, "AuthConfig.identity_token")
     creds = Credentials(username, password, identity_token, registry_token)
     return None if creds.is_empty else creds
 
@@ -338,6 +376,7 @@ def parse_token_response(data: bytes, *, now: float | None = None) -> BearerToke
     token = obj.get("token") or obj.get("access_token")
     if not isinstance(token, str) or not token:
         raise InvalidArgument("token server answer has neither 'token' nor 'access_token'")
+    check_token(token, "the token server's token")
     expires_in = obj.get("expires_in")
     if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
         expires_in = MIN_TOKEN_LIFETIME

@@ -51,6 +51,45 @@ def test_credentials_from_cri() -> None:
     assert t is not None and t.registry_token == "tok" and not t.has_basic
 
 
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        # issue 17, found by the CRI fuzzer: these answered INTERNAL from the HTTP layer
+        ({"registry_token": "\n"}, "AuthConfig.registry_token"),
+        ({"registry_token": "tok\r\nX-Injected: 1"}, "AuthConfig.registry_token"),
+        ({"registry_token": "t\u00e9"}, "AuthConfig.registry_token"),
+        ({"registry_token": "a b"}, "AuthConfig.registry_token"),
+        ({"identity_token": "x\x00"}, "AuthConfig.identity_token"),
+        ({"auth": "\u00e9"}, "AuthConfig.auth"),
+        ({"auth": b64("us\ner:pw")}, "AuthConfig.auth"),
+        ({"username": "a\nb", "password": "p"}, "AuthConfig.username"),
+        ({"username": "a:b", "password": "p"}, "AuthConfig.username"),
+    ],
+)
+def test_credentials_that_cannot_travel_in_a_header_are_invalid(
+    fields: dict[str, str], named: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=named) as info:
+        a.credentials_from_cri(**fields)
+    # the secret itself is never echoed
+    for value in fields.values():
+        if len(value) > 1:
+            assert value not in info.value.message
+
+
+def test_non_ascii_user_and_password_are_fine() -> None:
+    c = a.credentials_from_cri(username="j\u00e9r\u00f4me", password="p\u00e4ss\nword")
+    assert c is not None
+    assert c.basic_header() == "Basic " + b64("j\u00e9r\u00f4me:p\u00e4ss\nword")
+    d = a.credentials_from_cri(auth=b64("\u00e9:\u00e9"))
+    assert d is not None and d.username == "\u00e9"
+
+
+def test_a_token_server_token_that_cannot_be_a_header_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="token server"):
+        a.parse_token_response(b'{"token": "abc\\r\\nX-Evil: 1"}')
+
+
 # --- WWW-Authenticate --------------------------------------------------------------
 
 
