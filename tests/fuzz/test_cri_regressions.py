@@ -1,0 +1,54 @@
+"""What the CRI fuzzer found, as plain tests (issue 17): each failed before its fix.
+
+Each test names the finding and the minimal example hypothesis shrank it to.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import cri_fuzz
+import grpc
+import pytest
+from container_e2e import rpc_error
+from cri_api.v1 import api_pb2
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
+
+
+def _pull(t: cri_fuzz.Target, **auth: str) -> Any:
+    req = api_pb2.PullImageRequest(
+        image=api_pb2.ImageSpec(image=t.image), auth=api_pb2.AuthConfig(**auth)
+    )
+    return t.img.PullImage(req, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("auth", "field"),
+    [
+        ({"registry_token": "\n"}, "registry_token"),
+        ({"registry_token": "tok\r\nX-Injected: 1"}, "registry_token"),
+        ({"registry_token": "\u00e9"}, "registry_token"),
+        ({"identity_token": "a b"}, "identity_token"),
+        ({"auth": "\u00e9"}, "auth"),
+        ({"username": "\u00e9\n", "password": "x"}, "username"),
+    ],
+    ids=["token-newline", "token-crlf", "token-non-ascii", "identity-space", "auth-non-ascii",
+         "user-newline"],
+)  # fmt: skip
+def test_pull_auth_that_cannot_be_a_header_is_invalid_argument(
+    target: cri_fuzz.Target, auth: dict[str, str], field: str
+) -> None:
+    """Finding 1 (known before fuzzing, reproduced by it): INTERNAL "Invalid header value"."""
+    err = rpc_error(lambda: _pull(target, **auth))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert f"AuthConfig.{field}" in err.details()
+    assert target.d.proc.poll() is None
+
+
+def test_pull_with_a_non_ascii_user_still_works(target: cri_fuzz.Target) -> None:
+    """Non-ASCII user names and passwords are legal (base64 in the header): not refused."""
+    b64 = base64.b64encode("j\u00e9r\u00f4me:p\u00e4ss".encode()).decode()
+    assert _pull(target, auth=b64).image_ref
+    assert _pull(target, username="j\u00e9r\u00f4me", password="p\u00e4ss").image_ref
