@@ -26,5 +26,5 @@ def target(
     t = cri_fuzz.Target(crio, images.busybox.name, tmp_path_factory.mktemp("fuzz-logs"))
     t.ensure()
     # what the daemon holds once its first pod and container run, before fuzzing
-    t.baseline_usage = cri_fuzz.threads_and_fds(crio.proc.pid)
+    t.baseline_usage = cri_fuzz.threads_and_fds(crio.proc.pid, t.registry_port)
     return t

@@ -114,10 +114,10 @@ def test_nothing_is_left_once_everything_is_removed(
     threads0, fds0 = target.baseline_usage
     deadline = time.monotonic() + 15
     while True:
-        threads, fds = cri_fuzz.threads_and_fds(crio.proc.pid)
+        threads, fds = cri_fuzz.threads_and_fds(crio.proc.pid, target.registry_port)
         if (threads <= threads0 + 8 and fds <= fds0 + 8) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert threads <= threads0 + 8, (threads0, threads)
-    assert fds <= fds0 + 8, (fds0, fds)
+    assert fds <= fds0 + 8, f"{fds0} -> {fds}: " + " ".join(cri_fuzz.fd_targets(crio.proc.pid))
     print(f"ids created: {len(target.created)}, target re-created {target.recreated} times")

@@ -26,6 +26,8 @@ OOM_SCORE_ADJ_MAX = 1000
 MIN_CPU_PERIOD = 1000
 MAX_CPU_PERIOD = 1_000_000
 MIN_CPU_QUOTA = 1000
+#: cpu.cfs_quota_us above this is EINVAL (MAX_BW in kernel/sched/core.c: 2^44 - 1 us).
+MAX_CPU_QUOTA = (1 << 44) - 1
 #: cgroup v1 cpu.shares bounds (v2 weights are converted by runc).
 MIN_CPU_SHARES = 2
 MAX_CPU_SHARES = 262144
@@ -67,9 +69,10 @@ def build(
             )
         cpu["shares"] = resources.cpu_shares
     if resources.cpu_quota:
-        if resources.cpu_quota != -1 and resources.cpu_quota < MIN_CPU_QUOTA:
+        if resources.cpu_quota != -1 and not MIN_CPU_QUOTA <= resources.cpu_quota <= MAX_CPU_QUOTA:
             raise InvalidArgument(
-                f"cpu_quota: {resources.cpu_quota} must be -1 or at least {MIN_CPU_QUOTA}"
+                f"cpu_quota: {resources.cpu_quota} must be -1 or in "
+                f"{MIN_CPU_QUOTA}..{MAX_CPU_QUOTA}"
             )
         cpu["quota"] = resources.cpu_quota
     if resources.cpu_period:

@@ -45,6 +45,28 @@ def _context(method: str, grpc_ctx: grpc.ServicerContext) -> CallContext:
     )
 
 
+#: The most bytes of status message sent, as it goes on the wire. gRPC carries
+#: it percent-encoded in a trailer, and a client drops metadata over 8 KiB at
+#: random and over 16 KiB always: an error echoing a 70 kB id reached the
+#: caller as RESOURCE_EXHAUSTED "Stream removed" instead of its own code.
+MAX_MESSAGE_BYTES = 4096
+
+
+def _wire_size(c: str) -> int:
+    # grpc-message keeps printable ASCII but '%' as is and percent-encodes the rest
+    return 1 if " " <= c <= "~" and c != "%" else 3 * len(c.encode("utf-8", "replace"))
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """``message``, cut so that its encoded form stays within ``limit`` bytes."""
+    total = 0
+    for i, c in enumerate(message):
+        total += _wire_size(c)
+        if total > limit - 40:  # room for the note
+            return f"{message[:i]}... ({len(message) - i} more characters)"
+    return message
+
+
 def _fail(method: str, grpc_ctx: grpc.ServicerContext, err: Exception) -> grpc.StatusCode:
     """Log ``err`` with its context and abort the call with the right code."""
     if isinstance(err, CRIError):
@@ -54,7 +76,7 @@ def _fail(method: str, grpc_ctx: grpc.ServicerContext, err: Exception) -> grpc.S
     else:
         code, message = grpc.StatusCode.INTERNAL, f"{method}: internal error: {err}"
         log.error("%s failed with an unexpected error", method, exc_info=err)
-    grpc_ctx.abort(code, message)
+    grpc_ctx.abort(code, bounded(message))
     return code  # not reached: abort raises
 
 

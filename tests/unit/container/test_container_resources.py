@@ -64,6 +64,8 @@ def test_hugepages_and_unified() -> None:
     [
         ({"cpu_shares": 1}, "cpu_shares: 1"),
         ({"cpu_quota": 10}, "cpu_quota: 10"),
+        # issue 17, CRI fuzzer: runc update wrote it and the kernel said EINVAL (INTERNAL)
+        ({"cpu_quota": 9007199254740993}, "cpu_quota: 9007199254740993"),
         ({"cpu_period": 10}, "cpu_period: 10"),
         ({"cpuset_cpus": "0-a"}, "cpuset_cpus: '0-a'"),
         ({"cpuset_mems": "3-1"}, "cpuset_mems: range '3-1'"),
