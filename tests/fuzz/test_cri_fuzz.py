@@ -33,10 +33,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 #: container away (and so cost a re-creation each) get fewer.
 DEFAULT_EXAMPLES = 60
 EXAMPLES = {
-    "RunPodSandbox": 40,
+    "RunPodSandbox": 25,
     "StopPodSandbox": 6,
     "RemovePodSandbox": 6,
-    "CreateContainer": 100,
+    "CreateContainer": 60,
     "StartContainer": 10,
     "StopContainer": 8,
     "RemoveContainer": 8,

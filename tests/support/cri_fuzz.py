@@ -411,3 +411,22 @@ def fd_targets(pid: int) -> list[str]:
         except OSError:
             continue
     return sorted(out)
+
+
+def live_processes_of(container_id: str) -> list[str]:
+    """``pid state cmdline`` of the container's live processes, from its pids cgroup.
+
+    Zombies and the sleeper loop's ``sleep 1`` are left out.
+    """
+    out = []
+    for procs in Path("/sys/fs/cgroup/pids").rglob(f"*{container_id}*/cgroup.procs"):
+        for pid in procs.read_text().split():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            state = stat.rsplit(")", 1)[1].split()[0]
+            if state != "Z" and cmd.strip() != "sleep 1":
+                out.append(f"{pid} {state} {cmd.strip()}")
+    return out

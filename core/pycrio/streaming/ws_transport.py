@@ -6,6 +6,7 @@ reads (:meth:`WebSocketConn.messages`) while others send whole messages.
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -134,6 +135,11 @@ def accept(request: Request, duplex: Duplex, supported: tuple[str, ...]) -> WebS
     opened = next((e for e in events if isinstance(e, WSRequest)), None)
     if opened is None:
         return None
+    if not valid_key(request.header("sec-websocket-key") or ""):
+        duplex.sendall(
+            _reject(ws, 400, "bad WebSocket handshake: Sec-WebSocket-Key is not 16 bytes in base64")
+        )
+        return None
     try:
         chosen = choose_protocol(list(opened.subprotocols), supported)
     except NegotiationError as e:
@@ -141,6 +147,14 @@ def accept(request: Request, duplex: Duplex, supported: tuple[str, ...]) -> WebS
         return None
     duplex.sendall(ws.send(AcceptConnection(subprotocol=chosen or None)))
     return WebSocketConn(duplex, ws, chosen)
+
+
+def valid_key(key: str) -> bool:
+    """RFC 6455 4.2.1: the key is a random 16-byte nonce in base64 (wsproto takes any)."""
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except ValueError:  # binascii.Error, or non-ASCII text
+        return False
 
 
 def _reject(ws: WSConnection, status: int, text: str) -> bytes:
