@@ -189,7 +189,14 @@ class ImageService:
             registry_token=auth.registry_token,
         )
         namespace = request.sandbox_config.metadata.namespace
-        record = puller.pull(request.image.image, credentials, namespace)
+        try:
+            record = puller.pull(request.image.image, credentials, namespace)
+        except CRIError:
+            # A failed pull stores nothing: the config blob and layers it
+            # verified before failing go too (a hostile registry could
+            # otherwise fill the disk with content no image uses).
+            self._collect_garbage()
+            raise
         return api_pb2.PullImageResponse(image_ref=record.id)
 
     @hookimpl

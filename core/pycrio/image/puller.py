@@ -128,6 +128,11 @@ class Puller:
             self._active += 1
         try:
             return self._pull_candidates(name, refs, credentials, namespace)
+        except CRIError as e:
+            # whatever failed (a connection, a header, a layer), say which image
+            if name not in e.message and not any(r.path in e.message for r in refs):
+                e.message = f"pulling image {name!r}: {e.message}"
+            raise
         finally:
             with self._activity:
                 self._active -= 1
@@ -217,7 +222,7 @@ class Puller:
             raise InvalidArgument(f"{src}: the index points at another index")
         config_bytes = self._config(client, repo, parsed.config)
         config = mf.parse_image_config(config_bytes, source=f"config of {src}")
-        mf.check_config_matches_manifest(parsed, config)
+        mf.check_config_matches_manifest(parsed, config, source=f"image {src}")
         chains = chain_ids(list(config.diff_ids))
         fetched = self._fetch_layers(client, repo, parsed, list(config.diff_ids), chains)
 

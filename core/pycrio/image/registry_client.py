@@ -183,6 +183,26 @@ def _slurp(resp: Any, limit: int) -> _Answer:
     return _Answer(resp.status, resp.reason, resp.headers, data or b"")
 
 
+#: An unread body is drained, to reuse its connection, only when it declares
+#: at most this many bytes; a longer one, or one without a length (it may
+#: never end: a hostile registry), closes the connection instead.
+_DRAIN_LIMIT = 64 * 1024
+
+
+def _discard(resp: Any) -> None:
+    """Be done with a response whose body is not (fully) read, without reading forever."""
+    cl = resp.headers.get("Content-Length")
+    if cl is not None and cl.isdigit() and int(cl) <= _DRAIN_LIMIT:
+        try:
+            resp.drain_conn()
+            resp.release_conn()
+            return
+        except (Urllib3Error, OSError):
+            log.debug("discarding a connection to a registry: reading the rest failed")
+    resp.close()  # closes the socket; the pool opens a new connection when needed
+    resp.release_conn()
+
+
 class BlobStream(io.RawIOBase):
     """A blob as a readable stream, hashed as it is read.
 
@@ -296,13 +316,11 @@ class BlobStream(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            try:
-                self._resp.release_conn() if self._done else self._resp.drain_conn()
-            except (Urllib3Error, OSError):
-                # The connection is unusable; urllib3 will discard it.
-                log.debug("discarding connection after %s", self.what)
-            finally:
+            if self._done:
+                self._resp.release_conn()
                 self._resp.close()
+            else:
+                _discard(self._resp)
         super().close()
 
 
@@ -534,8 +552,7 @@ class RegistryClient:
                 raise Unavailable(f"cannot reach registry {where}: {_describe_exc(exc)}") from exc
             location = resp.headers.get("Location")
             if resp.status in _REDIRECT_STATUSES and location:
-                resp.drain_conn()
-                resp.release_conn()
+                _discard(resp)
                 url = urllib.parse.urljoin(url, location)
                 if urllib.parse.urlsplit(url)[:2] != origin:
                     hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
