@@ -122,6 +122,32 @@ def _describe(value: Any) -> str:
     return f"{kind} ({value!r})" if not isinstance(value, dict) else kind
 
 
+#: The integers the daemon can use: what grpc takes (a C int), a port, a
+#: rate per million, a timeout that fits the platform's time_t (issue 17: the
+#: config fuzzer found each of these accepted, then failing with a traceback).
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "api.grpc_max_send_msg_size": (1, 2**31 - 1),
+    "api.grpc_max_recv_msg_size": (1, 2**31 - 1),
+    "api.grpc_workers": (1, 10_000),
+    "api.shutdown_timeout": (0, 2**31 - 1),
+    "metrics.metrics_port": (0, 65535),
+    "tracing.tracing_sampling_rate_per_million": (0, 1_000_000),
+}
+
+
+def _check_value(source: str, dotted: str, opt_type: str, value: Any) -> None:
+    """What the type alone does not say: ranges, and no NUL in a string."""
+    bounds = INT_RANGES.get(dotted)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(
+            f"{source}: key {dotted!r} must be an integer from {bounds[0]} to {bounds[1]}, "
+            f"got {value}"
+        )
+    strings = [value] if opt_type == STR else value if opt_type == STR_LIST else []
+    if any("\x00" in v for v in strings):
+        raise ConfigError(f"{source}: key {dotted!r} must not contain a NUL character")
+
+
 def _check_table(
     source: str,
     table: str,
@@ -156,6 +182,7 @@ def _check_table(
             raise ConfigError(
                 f"{source}: key {dotted!r} must be {_article(opt.type)}, got {_describe(value)}"
             )
+        _check_value(source, dotted, opt.type, value)
         if opt.choices and value not in opt.choices:
             raise ConfigError(
                 f"{source}: key {dotted!r} must be one of {', '.join(opt.choices)}; got {value!r}"
@@ -368,8 +395,12 @@ def load(
         _merge(cfg.data, flag_raw)
         cfg.sources.append("command line")
 
-    _complete_handlers(cfg.data, decl)
-    _check_handlers(cfg.data, decl)
-    _fill_declared(cfg.data, decl)
-    _check_whole(cfg)
+    try:
+        _complete_handlers(cfg.data, decl)
+        _check_handlers(cfg.data, decl)
+        _fill_declared(cfg.data, decl)
+        _check_whole(cfg)
+    except ConfigError as e:
+        # a check across files: say which files the configuration came from
+        raise ConfigError(f"{e} (configuration read from: {', '.join(cfg.sources)})") from e
     return cfg

@@ -556,6 +556,11 @@ _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 
 
+#: Go's longest time.Duration (2^63 ns), as CRI-O would refuse a longer one;
+#: also what a timeout on a socket or a lock can hold.
+MAX_DURATION = 9_223_372_036.0
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a Go-style duration ("1m30s"); raises ValueError when malformed."""
     if text == "0":
@@ -568,6 +573,8 @@ def parse_duration(text: str) -> float:
         pos = match.end()
     if not text or pos != len(text):
         raise ValueError(f"{text!r} is not a duration such as 30s, 1m30s or 0s")
+    if total > MAX_DURATION:
+        raise ValueError(f"{text!r} is longer than the longest duration, 2562047h47m16s")
     return total
 
 

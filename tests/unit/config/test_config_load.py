@@ -249,7 +249,9 @@ def test_whole_config_checks(tmp_path: Path, empty_dir: str) -> None:
     with pytest.raises(ConfigError, match="root must be an absolute path"):
         load(str(conf), empty_dir)
     conf = write(tmp_path / "c.conf", "[api]\ngrpc_workers = 0\n")
-    with pytest.raises(ConfigError, match="grpc_workers must be positive"):
+    with pytest.raises(
+        ConfigError, match="c.conf: key 'api.grpc_workers' must be an integer from 1"
+    ):
         load(str(conf), empty_dir)
 
 
