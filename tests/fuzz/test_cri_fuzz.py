@@ -36,7 +36,7 @@ EXAMPLES = {
     "RunPodSandbox": 25,
     "StopPodSandbox": 6,
     "RemovePodSandbox": 6,
-    "CreateContainer": 60,
+    "CreateContainer": 50,
     "StartContainer": 10,
     "StopContainer": 8,
     "RemoveContainer": 8,
@@ -72,6 +72,13 @@ def test_rpc_answers_only_documented_codes(target: cri_fuzz.Target, rpc: tuple[s
         made = cri_fuzz.created_by(method, out)
         target.created.update(made)
         problem = cri_fuzz.verdict(method, out, request)
+        if method == "CreateContainer" and made and problem is None:
+            # a fuzzed config that was accepted must also start, or fail cleanly
+            start = api_pb2.StartContainerRequest(container_id=made[0])
+            started = cri_fuzz.call(target, service, "StartContainer", start)
+            codes[f"then start {started.code.name}"] += 1
+            cri_fuzz.trace("StartContainer", request, started)
+            problem = cri_fuzz.verdict("StartContainer", started, request)
         # the daemon still answers, whatever the call did
         target.rt.Version(api_pb2.VersionRequest(), timeout=10)
         for extra in made:

@@ -419,8 +419,14 @@ def live_processes_of(container_id: str) -> list[str]:
     Zombies and the sleeper loop's ``sleep 1`` are left out.
     """
     out = []
-    for procs in Path("/sys/fs/cgroup/pids").rglob(f"*{container_id}*/cgroup.procs"):
-        for pid in procs.read_text().split():
+    # os.walk, not rglob: cgroups of other tests come and go while it walks
+    dirs = [d for d, _, _ in os.walk("/sys/fs/cgroup/pids") if container_id in os.path.basename(d)]
+    for d in dirs:
+        try:
+            pids = Path(d, "cgroup.procs").read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
