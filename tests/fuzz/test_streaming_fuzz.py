@@ -117,21 +117,17 @@ def test_garbage_request_heads(stage: Stage, data: st.DataObject) -> None:
     _check(answer, CLIENT_ERRORS | {0, 101}, head)
 
 
-@fuzz_settings(30)
-@given(data=st.data())
-def test_spdy_garbage_after_the_upgrade(stage: Stage, data: st.DataObject) -> None:
-    host, port, path = sfz.target_of(stage.url(["cat"], stdin=True))
-    frames = data.draw(sfz.spdy_garbage(), label="frames")
-    answer = sfz.exchange(host, port, sfz.spdy_upgrade(path, f"{host}:{port}") + frames, DEADLINE)
-    _check(answer, {101}, frames)
+UPGRADES = {"spdy": (sfz.spdy_upgrade, sfz.spdy_garbage), "ws": (sfz.ws_upgrade, sfz.ws_garbage)}
 
 
+@pytest.mark.parametrize("transport", list(UPGRADES))
 @fuzz_settings(30)
 @given(data=st.data())
-def test_websocket_garbage_after_the_upgrade(stage: Stage, data: st.DataObject) -> None:
+def test_garbage_after_the_upgrade(stage: Stage, transport: str, data: st.DataObject) -> None:
+    upgrade, garbage = UPGRADES[transport]
     host, port, path = sfz.target_of(stage.url(["cat"], stdin=True))
-    frames = data.draw(sfz.ws_garbage(), label="frames")
-    answer = sfz.exchange(host, port, sfz.ws_upgrade(path, f"{host}:{port}") + frames, DEADLINE)
+    frames = data.draw(garbage(), label="frames")
+    answer = sfz.exchange(host, port, upgrade(path, f"{host}:{port}") + frames, DEADLINE)
     _check(answer, {101}, frames)
 
 

@@ -61,13 +61,16 @@ def small_image(repo: str, tag: str = "v1", layer_tar: bytes | None = None) -> E
     return EvilImage(repo, tag, json.dumps(manifest).encode(), config, [layer])
 
 
-@dataclass
+@dataclass(repr=False)
 class EvilRegistry:
     images: dict[str, EvilImage] = field(default_factory=dict)
     #: path prefix -> misbehaviour; the longest matching prefix wins
     rules: dict[str, Misbehaviour] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
+
+    def __repr__(self) -> str:
+        return f"EvilRegistry({len(self.images)} images, rules for {sorted(self.rules)})"
 
     @property
     def host(self) -> str:

@@ -156,6 +156,19 @@ def _is_map(field: FieldDescriptor) -> bool:
     return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
 
 
+def _maps(
+    field: FieldDescriptor, hints: Hints, depth: int, min_size: int = 0
+) -> st.SearchStrategy[dict[Any, Any]]:
+    """Values of a map field: odd keys, values of the map's value type."""
+    key_f = field.message_type.fields_by_name["key"]
+    val_f = field.message_type.fields_by_name["value"]
+    if val_f.type == FieldDescriptor.TYPE_MESSAGE:
+        vals: st.SearchStrategy[Any] = messages(val_f.message_type, hints, depth)
+    else:
+        vals = _scalar(val_f, hints)
+    return st.dictionaries(_scalar(key_f, hints), vals, min_size=min_size, max_size=3)
+
+
 #: Whether a field is set: shrinks towards "no", so failures keep few fields.
 _MOSTLY_NOT = st.sampled_from([False] * 5 + [True])
 
@@ -169,15 +182,8 @@ def _message_fields(
         if not draw(_MOSTLY_NOT):
             continue
         if _is_map(field):
-            key_f = field.message_type.fields_by_name["key"]
-            val_f = field.message_type.fields_by_name["value"]
-            if val_f.type == FieldDescriptor.TYPE_MESSAGE:
-                if depth <= 0:
-                    continue
-                val_s: st.SearchStrategy[Any] = messages(val_f.message_type, hints, depth - 1)
-            else:
-                val_s = _scalar(val_f, hints)
-            values[field.name] = draw(st.dictionaries(_scalar(key_f, hints), val_s, max_size=3))
+            if depth > 0:
+                values[field.name] = draw(_maps(field, hints, depth - 1))
             continue
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             if depth <= 0:
@@ -247,13 +253,7 @@ def leaf_paths(descriptor: Descriptor, depth: int = 6) -> list[tuple[FieldDescri
 
 def _leaf_value(field: FieldDescriptor, hints: Hints) -> st.SearchStrategy[Any]:
     if _is_map(field):
-        key_f = field.message_type.fields_by_name["key"]
-        val_f = field.message_type.fields_by_name["value"]
-        if val_f.type == FieldDescriptor.TYPE_MESSAGE:
-            vals: st.SearchStrategy[Any] = messages(val_f.message_type, hints, 2)
-        else:
-            vals = _scalar(val_f, hints)
-        return st.dictionaries(_scalar(key_f, hints), vals, min_size=1, max_size=3)
+        return _maps(field, hints, 2, min_size=1)
     if field.is_repeated:
         return st.lists(_scalar(field, hints), min_size=1, max_size=4)
     return _scalar(field, hints)
