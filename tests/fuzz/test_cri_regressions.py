@@ -52,3 +52,43 @@ def test_pull_with_a_non_ascii_user_still_works(target: cri_fuzz.Target) -> None
     b64 = base64.b64encode("j\u00e9r\u00f4me:p\u00e4ss".encode()).decode()
     assert _pull(target, auth=b64).image_ref
     assert _pull(target, username="j\u00e9r\u00f4me", password="p\u00e4ss").image_ref
+
+
+def test_a_huge_unknown_id_is_not_found_not_a_lost_stream(target: cri_fuzz.Target) -> None:
+    """Finding 2: NOT_FOUND echoing a 70 kB id came back as RESOURCE_EXHAUSTED "Stream
+    removed (received metadata size exceeds hard limit)". Minimal example:
+    ContainerStats(container_id=<the running container's id> + "x" * 70_000)."""
+    target.ensure()
+    huge = target.container_id + "x" * 70_000
+    err = rpc_error(
+        lambda: target.rt.ContainerStats(
+            api_pb2.ContainerStatsRequest(container_id=huge), timeout=10
+        )
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND, (err.code(), err.details()[:200])
+    assert len(err.details()) < 5000 and err.details().endswith("more characters)")
+
+
+def test_cpu_quota_beyond_the_kernel_maximum_is_invalid_argument(target: cri_fuzz.Target) -> None:
+    """Finding 3: UpdateContainerResources(linux.cpu_quota=9007199254740993) answered
+    INTERNAL from runc (the kernel's EINVAL on cpu.cfs_quota_us)."""
+    target.ensure()
+    req = api_pb2.UpdateContainerResourcesRequest(
+        container_id=target.container_id,
+        linux=api_pb2.LinuxContainerResources(cpu_quota=9007199254740993, cpu_shares=512),
+    )
+    err = rpc_error(lambda: target.rt.UpdateContainerResources(req, timeout=30))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "cpu_quota" in err.details()
+
+
+def test_an_unknown_namespace_mode_is_invalid_argument(target: cri_fuzz.Target) -> None:
+    """Finding 4 (random run, blob b'AEEAQQFBAUE0QQFBAA=='): CreateContainer with
+    linux.security_context.namespace_options.network = -1 answered INTERNAL
+    "Enum NamespaceMode has no name defined for value -1"."""
+    target.ensure()
+    req = cri_fuzz.baseline("CreateContainer", target)
+    req.config.linux.security_context.namespace_options.network = -1
+    err = rpc_error(lambda: target.rt.CreateContainer(req, timeout=30))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "namespace_options.network: mode -1" in err.details()

@@ -38,6 +38,15 @@ def _join_or_new(kind: str, pod_paths: Mapping[str, str]) -> dict[str, Any]:
     return entry
 
 
+def _mode_name(mode: int) -> str:
+    """The mode's name, or its number when no version of the CRI defines it (the
+    error about it must not fail itself: issue 17, found by the CRI fuzzer)."""
+    try:
+        return api_pb2.NamespaceMode.Name(mode)
+    except ValueError:
+        return str(mode)
+
+
 def build(
     options: api_pb2.NamespaceOption,
     pod_paths: Mapping[str, str],
@@ -60,8 +69,7 @@ def build(
     for name, mode in (("network", options.network), ("ipc", options.ipc)):
         if mode not in (POD, NODE):
             raise InvalidArgument(
-                f"namespace_options.{name}: mode {api_pb2.NamespaceMode.Name(mode)} "
-                "is not supported (POD or NODE)"
+                f"namespace_options.{name}: mode {_mode_name(mode)} is not supported (POD or NODE)"
             )
     for kind in ("net", "ipc", "uts"):
         if kind not in pod_host_kinds:

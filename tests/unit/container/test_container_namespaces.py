@@ -69,6 +69,9 @@ def test_target_pid() -> None:
         (opts(pid=ns.TARGET, target_id="abc"), PINS, None, "container abc is not running"),
         (opts(network=ns.CONTAINER), PINS, None, "namespace_options.network: mode CONTAINER"),
         (opts(ipc=ns.TARGET), PINS, None, "namespace_options.ipc"),
+        # issue 17, CRI fuzzer: an enum number no CRI defines answered INTERNAL
+        (opts(network=-1), PINS, None, "namespace_options.network: mode -1 is not supported"),
+        (opts(pid=99), PINS, None, "namespace_options.pid: unknown mode 99"),
         (opts(), {"mnt": "/x"}, None, "unknown kinds"),
         (opts(userns_options=api_pb2.UserNamespace(mode=ns.POD)), PINS, None, "user namespaces"),
     ],
