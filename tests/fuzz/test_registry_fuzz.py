@@ -105,7 +105,7 @@ def assert_clean_failure(
     image: er.EvilImage,
     err: grpc.RpcError,
     took: float,
-    before: object,
+    before: tuple[list[str], list[str]],
     reasons: tuple[str, ...] = (),
 ) -> None:
     """A documented code, in time, naming the image (and a reason), nothing stored."""
@@ -116,10 +116,12 @@ def assert_clean_failure(
     if reasons:
         assert any(r.lower() in details.lower() for r in reasons), details
     # nothing partial: same images, same files under storage (temp dirs emptied)
-    deadline = time.monotonic() + 5
-    while store_snapshot(d) != before and time.monotonic() < deadline:
+    deadline = time.monotonic() + 15
+    while (after := store_snapshot(d)) != before and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert store_snapshot(d) == before
+    left = sorted(set(after[0] + after[1]) - set(before[0] + before[1]))
+    gone = sorted(set(before[0] + before[1]) - set(after[0] + after[1]))
+    assert after == before, f"left in the store: {left}; gone: {gone}"
     d.runtime().Version(api_pb2.VersionRequest(), timeout=10)
 
 
