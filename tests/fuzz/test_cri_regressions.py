@@ -92,3 +92,18 @@ def test_an_unknown_namespace_mode_is_invalid_argument(target: cri_fuzz.Target) 
     err = rpc_error(lambda: target.rt.CreateContainer(req, timeout=30))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
     assert "namespace_options.network: mode -1" in err.details()
+
+
+def test_a_pod_cpuset_longer_than_a_page_is_invalid_argument(target: cri_fuzz.Target) -> None:
+    """Finding 5 (random run, blob b'AEEAQQFBAEE1QQJBAA=='): RunPodSandbox with
+    config.linux.resources.cpuset_cpus = "x" * 70_000 answered INTERNAL: kernfs
+    refuses a write longer than a page with E2BIG, which was not mapped."""
+    req = cri_fuzz.baseline("RunPodSandbox", target)
+    req.config.linux.resources.cpuset_cpus = "x" * 70_000
+    err = rpc_error(lambda: target.rt.RunPodSandbox(req, timeout=30))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()[:300]
+    assert "cpuset.cpus" in err.details()
+    names = {
+        p.metadata.name for p in target.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items
+    }
+    assert req.config.metadata.name not in names  # nothing half-made

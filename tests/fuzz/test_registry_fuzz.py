@@ -35,6 +35,7 @@ STALL = 3
 BOUND = 30.0
 ALLOWED = {
     grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,  # a foreign (non-distributable) layer
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.DATA_LOSS,
     grpc.StatusCode.UNAVAILABLE,

@@ -28,7 +28,8 @@ _REJECTED = {errno.EINVAL, errno.ERANGE, errno.EOPNOTSUPP, errno.ENOTSUP, errno.
 
 def write_error(e: OSError, path: str, value: str) -> CRIError:
     """The CRI error for a failed write of ``value`` to ``path``."""
-    what = f"cgroupfs: writing {value!r} to {path} failed: {e.strerror or e}"
+    shown = repr(value) if len(value) <= 100 else f"{value[:100]!r}... ({len(value)} bytes)"
+    what = f"cgroupfs: writing {shown} to {path} failed: {e.strerror or e}"
     if e.errno in _REJECTED:
         return InvalidArgument(what + " (the kernel rejected the value)")
     if e.errno == errno.ENOENT:
