@@ -455,3 +455,37 @@ def keyless(
             BUNDLE_ANNOTATION: bundle,
         },
     )
+
+
+class StaticServer:
+    """A static web server for a directory on 127.0.0.1: an http:// lookaside store.
+
+    Counts the paths asked for, so a test can tell the daemon read from it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        import functools
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(
+            (registry_env.LOOPBACK, 0), functools.partial(Handler, directory=str(directory))
+        )
+        self.url = f"http://{registry_env.LOOPBACK}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -100,30 +100,39 @@ def _import(gpg: str, home: str, keyrings: list[bytes], timeout: float) -> set[s
 
 
 def _conclusion(status: str, trusted: set[str]) -> str:
-    """The signer's primary fingerprint from gpg's status lines; raise InvalidSignature."""
+    """The signer's primary fingerprint from gpg's status lines; raise InvalidSignature.
+
+    gpg reports an unknown key as ERRSIG followed by NO_PUBKEY: the most
+    specific line decides the message, whatever their order.
+    """
+    seen: dict[str, list[str]] = {}
     valid: list[list[str]] = []
     for line in status.splitlines():
         fields = line.split()
         if len(fields) < 2 or fields[0] != "[GNUPG:]":
             continue
-        keyword = fields[1]
-        if keyword == "NO_PUBKEY":
-            raise InvalidSignature(
-                f"signed by key {fields[2] if len(fields) > 2 else '?'}, which is not one of "
-                "the policy's keys"
-            )
-        if keyword == "BADSIG":
-            raise InvalidSignature("the signature does not match the signed data (BADSIG)")
-        if keyword == "EXPKEYSIG":
-            raise InvalidSignature(f"the signing key {fields[2]} has expired")
-        if keyword == "REVKEYSIG":
-            raise InvalidSignature(f"the signing key {fields[2]} has been revoked")
-        if keyword == "EXPSIG":
-            raise InvalidSignature("the signature has expired")
-        if keyword == "ERRSIG":
-            raise InvalidSignature("gpg could not check the signature (ERRSIG)")
-        if keyword == "VALIDSIG":
+        seen.setdefault(fields[1], fields)
+        if fields[1] == "VALIDSIG":
             valid.append(fields)
+
+    def arg(keyword: str) -> str:
+        fields = seen[keyword]
+        return fields[2] if len(fields) > 2 else "?"
+
+    if "NO_PUBKEY" in seen:
+        raise InvalidSignature(
+            f"signed by key {arg('NO_PUBKEY')}, which is not one of the policy's keys"
+        )
+    if "BADSIG" in seen:
+        raise InvalidSignature("the signature does not match the signed data (BADSIG)")
+    if "EXPKEYSIG" in seen:
+        raise InvalidSignature(f"the signing key {arg('EXPKEYSIG')} has expired")
+    if "REVKEYSIG" in seen:
+        raise InvalidSignature(f"the signing key {arg('REVKEYSIG')} has been revoked")
+    if "EXPSIG" in seen:
+        raise InvalidSignature("the signature has expired")
+    if "ERRSIG" in seen:
+        raise InvalidSignature("gpg could not check the signature (ERRSIG)")
     if len(valid) != 1:
         raise InvalidSignature(
             "not a signed message" if not valid else "more than one signature in one message"

@@ -218,7 +218,7 @@ def _fetch(get):  # type: ignore[no-untyped-def]
 def _summary(reasons: list[str], count: int, where: str) -> str:
     shown = "; ".join(reasons[:MAX_REASONS])
     more = f" (and {len(reasons) - MAX_REASONS} more)" if len(reasons) > MAX_REASONS else ""
-    noun = "signature" if count == 1 else f"{count} signatures"
+    noun = "the signature" if count == 1 else f"the {count} signatures"
     return f"no accepted signature among {noun} from {where}: {shown}{more}"
 
 
