@@ -17,6 +17,11 @@ that mode measures the filesystem as much as the pull. skopeo only writes the
 compressed blobs; pycrio also decompresses, verifies diff IDs and unpacks,
 so a ratio >= 1 means pycrio's whole pull is at least as fast as skopeo's copy.
 
+Every image is signed (a cosign-format sigstore attachment), and each round
+also pulls another fresh image of the same shape in a namespace whose policy
+requires that signature (sigstoreSigned with the bench's public key): the
+ratio of the two pycrio pulls is the cost of verification on a cold pull.
+
 Usage: .venv/bin/python bench/pull.py [--rounds N] [--layer-mb M]
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
 import subprocess
@@ -37,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import registry_env  # noqa: E402
+import signing  # noqa: E402
 from cri_api.v1 import api_pb2  # noqa: E402
 from daemon import DaemonProcess  # noqa: E402
 
@@ -74,38 +81,71 @@ def main() -> int:
         try:
             layout = registry_env.OCILayout(tmp / "layout")
             skopeo = registry_env.Skopeo(tmp / "skopeo")
-            images = []
-            for n in range(1 if args.remove_between else args.rounds):
+            signer = signing.SigstoreSigner()
+
+            sizes = []
+
+            def build(repo: str, n: int) -> str:
                 layers = [
                     registry_env.compress_layer(layer_tar(i, args.layer_mb), "gzip")
                     for i in range(5)
                 ]
-                built = layout.build_image(layers, tag=f"big{n}")
-                total = sum(layer.size for layer in layers)
-                images.append(
-                    registry_env.push(
-                        skopeo, layout, f"big{n}", registry, "bench/big", f"v{n}", built=built
-                    ).name
+                built = layout.build_image(layers, tag=f"{repo}{n}")
+                sizes.append(sum(layer.size for layer in layers))
+                pushed = registry_env.push(
+                    skopeo, layout, f"{repo}{n}", registry, f"bench/{repo}", f"v{n}", built=built
                 )
-            print(f"{len(images)} image(s) of 5 layers, {total / 1e6:.1f} MB compressed each")
+                payload = signing.cosign_payload(pushed.digest, pushed.name)
+                signing.push_attachment(
+                    skopeo, layout, registry, f"bench/{repo}", pushed.digest,
+                    [signing.signed(signer, payload)],
+                )  # fmt: skip
+                return pushed.name
+
+            count = 1 if args.remove_between else args.rounds
+            images = [build("big", n) for n in range(count)]
+            verified_images = [build("signed", n) for n in range(count)]
+            total = sizes[0]  # every image has the same shape
+            print(
+                f"{len(images) * 2} signed image(s) of 5 layers, {total / 1e6:.1f} MB "
+                "compressed each"
+            )
 
             (tmp / "registries.conf").write_text(
                 f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n'
             )
             (tmp / "pycrio").mkdir()
+            (tmp / "cosign.pub").write_bytes(signer.public_pem)
+            (tmp / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
+            (tmp / "policies").mkdir()
+            (tmp / "policies" / "signed.json").write_text(
+                json.dumps(
+                    {"default": [{"type": "sigstoreSigned", "keyPath": str(tmp / "cosign.pub")}]}
+                )
+            )
+            (tmp / "registries.d").mkdir()
+            (tmp / "registries.d" / "bench.yaml").write_text(
+                "default-docker:\n  use-sigstore-attachments: true\n"
+            )
             daemon = DaemonProcess(tmp / "pycrio", [], dict(os.environ))
             daemon.config.write_text(
                 f'[image]\nregistries_conf = "{tmp}/registries.conf"\n'
                 f'registries_conf_dir = "{tmp}/none"\n'
+                f'signature_policy = "{tmp}/policy.json"\n'
+                f'signature_policy_dir = "{tmp}/policies"\n'
+                f'registries_d = "{tmp}/registries.d"\n'
             )
             daemon.start()
-            pycrio_s, skopeo_s = [], []
+            pycrio_s, verified_s, skopeo_s = [], [], []
 
-            def pycrio_pull(name: str) -> None:
+            def pycrio_pull(name: str, namespace: str = "") -> None:
                 spec = api_pb2.ImageSpec(image=name)
+                request = api_pb2.PullImageRequest(image=spec)
+                if namespace:
+                    request.sandbox_config.metadata.namespace = namespace
                 started = time.perf_counter()
-                daemon.images().PullImage(api_pb2.PullImageRequest(image=spec), timeout=600)
-                pycrio_s.append(time.perf_counter() - started)
+                daemon.images().PullImage(request, timeout=600)
+                (verified_s if namespace else pycrio_s).append(time.perf_counter() - started)
                 if args.remove_between:
                     daemon.images().RemoveImage(api_pb2.RemoveImageRequest(image=spec))
 
@@ -120,14 +160,17 @@ def main() -> int:
 
             try:
                 for round_ in range(args.rounds):
-                    name = images[0 if args.remove_between else round_]
+                    which = 0 if args.remove_between else round_
+                    name, verified = images[which], verified_images[which]
                     dest = tmp / f"oci-{round_}"
-                    if round_ % 2:  # alternate who goes first
-                        skopeo_copy(name, dest)
-                        pycrio_pull(name)
-                    else:
-                        pycrio_pull(name)
-                        skopeo_copy(name, dest)
+                    steps = [
+                        (pycrio_pull, (name,)),
+                        (pycrio_pull, (verified, "signed")),
+                        (skopeo_copy, (name, dest)),
+                    ]
+                    shift = round_ % len(steps)  # rotate who goes first
+                    for step, step_args in steps[shift:] + steps[:shift]:
+                        step(*step_args)
                     if args.remove_between:
                         subprocess.run(["rm", "-rf", str(dest)], check=True, timeout=120)
             finally:
@@ -139,6 +182,14 @@ def main() -> int:
     print(f"pycrio PullImage: median {statistics.median(pycrio_s):.2f}s  {mbps(pycrio_s):.1f} MB/s")
     print(f"skopeo copy:      median {statistics.median(skopeo_s):.2f}s  {mbps(skopeo_s):.1f} MB/s")
     print(f"ratio pycrio/skopeo throughput: {mbps(pycrio_s) / mbps(skopeo_s):.2f}")
+    plain, verified = statistics.median(pycrio_s), statistics.median(verified_s)
+    print(
+        f"pycrio PullImage with a sigstoreSigned policy: median {verified:.2f}s  "
+        f"{mbps(verified_s):.1f} MB/s"
+    )
+    print(
+        f"verification cost on a cold pull: {(verified / plain - 1) * 100:+.1f}% (target <= +10%)"
+    )
     return 0
 
 

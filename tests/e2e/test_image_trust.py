@@ -56,6 +56,7 @@ class Signed:
     rekor: signing.Rekor
     digests: dict[str, str]  # repo -> manifest digest
     config_digest: str
+    multiarch_config: str = ""  # the linux/amd64 image of trust/multiarch
 
     def name(self, repo: str) -> str:
         return f"{self.registry.host}/trust/{repo}:v1"
@@ -68,7 +69,7 @@ class Signed:
 
 
 @pytest.fixture(scope="module")
-def signed(registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
+def signed(registry, images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
     reason = signing.missing_gpg_reason()
     if reason:
         pytest.skip(reason)
@@ -139,6 +140,22 @@ def signed(registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signe
     )  # fmt: skip
     for repo in ("gpg", "gpg-other", "unsigned", "cosign", "keyless"):
         s.digests[repo] = digest
+    # A multi-platform index, signed (as cosign signs one) at the index digest.
+    multiarch = registry.docker_ref("trust/multiarch", "v1")
+    registry_env._run(
+        skopeo._argv(
+            "copy", "--quiet", "--all", "--src-tls-verify=false", "--dest-tls-verify=false",
+            f"docker://{images.multiarch.name}", multiarch,
+        ),
+        env=skopeo.env,
+    )  # fmt: skip
+    index_digest = "sha256:" + hashlib.sha256(skopeo.inspect_raw(multiarch)).hexdigest()
+    signing.push_attachment(
+        skopeo, layout, registry, "trust/multiarch", index_digest,
+        [signing.signed(s.signer, signing.cosign_payload(index_digest, s.name("multiarch")))],
+    )  # fmt: skip
+    s.digests["multiarch"] = index_digest
+    s.multiarch_config = images.multiarch.index_of[0].config.digest
     yield s
 
 
@@ -298,6 +315,19 @@ def test_sigstore_refusals_leave_nothing_behind(
     req = sigstore_requirement(signed, signed.signer, signedIdentity={"type": "matchRepository"})
     (tmp_path / "policy.json").write_text(json.dumps(scoped(signed, req)))
     assert pull(d, signed.name("cosign-repo")) == signed.config_digest
+
+
+def test_signed_index_covers_the_instance_pulled(
+    start_daemon, tmp_path: Path, signed: Signed
+) -> None:
+    d = daemon(
+        start_daemon, tmp_path, signed, scoped(signed, sigstore_requirement(signed, signed.signer))
+    )
+    assert pull(d, signed.name("multiarch")) == signed.multiarch_config
+    st = status(d, signed.name("multiarch"))
+    assert f"{signed.registry.host}/trust/multiarch@{signed.digests['multiarch']}" in list(
+        st.image.repo_digests
+    )
 
 
 def test_sigstore_needs_use_sigstore_attachments(
