@@ -33,26 +33,9 @@ _FIELDS = {
 
 
 @dataclass(frozen=True)
-class SignedName:
-    """A docker reference as a signature states it: the tag or digest may be absent."""
-
-    name: str
-    tag: str | None = None
-    digest: str | None = None
-
-    def __str__(self) -> str:
-        s = self.name
-        if self.tag is not None:
-            s += f":{self.tag}"
-        if self.digest is not None:
-            s += f"@{self.digest}"
-        return s
-
-
-@dataclass(frozen=True)
 class IdentityRule:
     type: str = MATCH_REPO_DIGEST_OR_EXACT
-    docker_reference: SignedName | None = None
+    docker_reference: Reference | None = None
     docker_repository: str = ""
     prefix: str = ""
     signed_prefix: str = ""
@@ -110,18 +93,21 @@ def parse_rule(value: Any, where: str) -> IdentityRule:
     return IdentityRule(kind)
 
 
-def parse_signed_name(text: str) -> SignedName:
-    """A docker reference, normalized, keeping the absence of a tag (cosign signs names)."""
+def parse_signed_name(text: str) -> Reference:
+    """A docker reference, normalized, keeping the absence of a tag (cosign signs names).
+
+    Unlike ``parse``, no ":latest" is added: a signed name without a tag is
+    not the same claim as one with it.
+    """
     _, tag, digest = split_reference(text)
-    ref = parse(text)
-    return SignedName(ref.name, tag, digest)
+    return replace(parse(text), tag=tag, digest=digest)
 
 
-def image_identity(ref: Reference) -> SignedName:
+def image_identity(ref: Reference) -> Reference:
     """The identity of the image being pulled: a digest, when there is one, wins over a tag."""
     if ref.digest is not None:
-        return SignedName(ref.name, digest=ref.digest)
-    return SignedName(ref.name, tag=ref.tag)
+        return replace(ref, tag=None)
+    return ref
 
 
 def check(rule: IdentityRule, image: Reference, signed_reference: str) -> None:
@@ -153,25 +139,23 @@ def check(rule: IdentityRule, image: Reference, signed_reference: str) -> None:
         )
 
 
-def _repo_digest_or_exact(ident: SignedName, signed: SignedName) -> bool:
+def _repo_digest_or_exact(ident: Reference, signed: Reference) -> bool:
     if ident.digest is not None:
         return signed.name == ident.name
     return signed == ident
 
 
-def _remap(ident: SignedName, prefix: str, signed_prefix: str) -> SignedName:
+def _remap(ident: Reference, prefix: str, signed_prefix: str) -> Reference:
     """Replace ``prefix`` at a name boundary by ``signed_prefix``; unchanged otherwise."""
     name = ident.name
-    if name == prefix:
-        return replace(ident, name=signed_prefix)
     # A host prefix matches only that host ("example.com" is not "example.com:5000").
-    if name.startswith(prefix) and name[len(prefix)] == "/":
-        remapped = signed_prefix + name[len(prefix) :]
-        try:
-            return replace(ident, name=parse_signed_name(remapped).name)
-        except InvalidArgument:
-            return ident
-    return ident
+    if name != prefix and not (name.startswith(prefix) and name[len(prefix)] == "/"):
+        return ident
+    try:
+        remapped = parse_signed_name(signed_prefix + name[len(prefix) :])
+    except InvalidArgument:
+        return ident
+    return replace(remapped, tag=ident.tag, digest=ident.digest)
 
 
 def _check_prefix(value: str) -> str:

@@ -123,7 +123,15 @@ class SignatureSource:
         for layer in attachment_layers(body):
             if layer.size > MAX_PAYLOAD_SIZE:
                 raise InvalidSignature(f"signature payload {layer.digest} is too large")
-            payload = self.client.get_blob_bytes(self.repo, layer.digest, max_size=MAX_PAYLOAD_SIZE)
+            try:
+                payload = self.client.get_blob_bytes(
+                    self.repo, layer.digest, max_size=MAX_PAYLOAD_SIZE
+                )
+            except NotFound as e:
+                raise InvalidSignature(
+                    f"the payload {layer.digest} of a signature in {self.sigstore_where} is "
+                    "missing from the registry"
+                ) from e
             result.append(
                 SigstoreSignature(
                     payload, layer.signature, layer.certificate, layer.chain, layer.bundle
