@@ -69,7 +69,7 @@ def verify(
                 f"{decision.source}, scope {decision.scope}, {label}: {e}"
             ) from None
         log.info(
-            "signature of %s (%s) accepted by %s of %s in %.0f ms: %s",
+            "signature of %s (%s) accepted by %s of %s in %.1f ms: %s",
             ref, manifest_digest, label, decision.source,
             (time.monotonic() - started) * 1000, signer,
         )  # fmt: skip
