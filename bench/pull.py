@@ -7,7 +7,7 @@ then runs rounds of
 - PullImage through a running pycrio, and
 - `skopeo copy docker://... oci:<fresh dir>`,
 
-alternating which goes first, and prints the median MB/s of each and their
+in every order in turn, and prints the median MB/s of each and their
 ratio. Each round pulls an image of its own (same shape, fresh random data),
 so every pull fetches and unpacks all of its layers and nothing is deleted
 while measuring. `--remove-between` instead pulls one image and removes it
@@ -19,8 +19,12 @@ so a ratio >= 1 means pycrio's whole pull is at least as fast as skopeo's copy.
 
 Every image is signed (a cosign-format sigstore attachment), and each round
 also pulls another fresh image of the same shape in a namespace whose policy
-requires that signature (sigstoreSigned with the bench's public key): the
-ratio of the two pycrio pulls is the cost of verification on a cold pull.
+requires that signature (sigstoreSigned with the bench's public key; which
+of the round's two images is verified alternates): the ratio of the two
+pycrio pulls is the cost of verification on a cold pull. The daemon also
+logs the time it spent fetching and checking signatures, which the bench
+reports as a share of a cold pull: on a busy machine the wall-clock ratio
+varies more than the cost it measures.
 
 Usage: .venv/bin/python bench/pull.py [--rounds N] [--layer-mb M]
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import re
@@ -67,7 +72,7 @@ def layer_tar(index: int, megabytes: int) -> bytes:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--layer-mb", type=int, default=40)
     parser.add_argument(
         "--remove-between",
@@ -105,7 +110,7 @@ def main() -> int:
 
             count = 1 if args.remove_between else args.rounds
             images = [build("big", n) for n in range(count)]
-            verified_images = [build("signed", n) for n in range(count)]
+            others = [build("other", n) for n in range(count)]
             total = sizes[0]  # every image has the same shape
             print(
                 f"{len(images) * 2} signed image(s) of 5 layers, {total / 1e6:.1f} MB "
@@ -162,15 +167,21 @@ def main() -> int:
             try:
                 for round_ in range(args.rounds):
                     which = 0 if args.remove_between else round_
-                    name, verified = images[which], verified_images[which]
+                    name, verified = images[which], others[which]
+                    if round_ % 2:  # no image is always the verified one
+                        name, verified = verified, name
                     dest = tmp / f"oci-{round_}"
                     steps = [
                         (pycrio_pull, (name,)),
                         (pycrio_pull, (verified, "signed")),
                         (skopeo_copy, (name, dest)),
                     ]
-                    shift = round_ % len(steps)  # rotate who goes first
-                    for step, step_args in steps[shift:] + steps[:shift]:
+                    # Every order in turn, so each pull follows each other one
+                    # equally often; a sync first, so none inherits the last
+                    # one's writeback.
+                    order = list(itertools.permutations(steps))[round_ % 6]
+                    for step, step_args in order:
+                        os.sync()
                         step(*step_args)
                     if args.remove_between:
                         subprocess.run(["rm", "-rf", str(dest)], check=True, timeout=120)
@@ -185,6 +196,8 @@ def main() -> int:
     print(f"skopeo copy:      median {statistics.median(skopeo_s):.2f}s  {mbps(skopeo_s):.1f} MB/s")
     print(f"ratio pycrio/skopeo throughput: {mbps(pycrio_s) / mbps(skopeo_s):.2f}")
     plain, verified = statistics.median(pycrio_s), statistics.median(verified_s)
+    print("  rounds, plain:    " + " ".join(f"{t:.2f}" for t in pycrio_s))
+    print("  rounds, verified: " + " ".join(f"{t:.2f}" for t in verified_s))
     print(
         f"pycrio PullImage with a sigstoreSigned policy: median {verified:.2f}s  "
         f"{mbps(verified_s):.1f} MB/s"

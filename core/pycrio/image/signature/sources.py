@@ -37,7 +37,12 @@ from pycrio.image.signature.sigstore import (
 log = logging.getLogger("pycrio.image")
 
 LOOKASIDE_TIMEOUT = urllib3.Timeout(connect=10.0, read=30.0)
-_http = urllib3.PoolManager(timeout=LOOKASIDE_TIMEOUT, retries=False, maxsize=4)
+# A static web server or a CDN may redirect (to https, to storage): follow a few.
+_http = urllib3.PoolManager(
+    timeout=LOOKASIDE_TIMEOUT,
+    retries=urllib3.Retry(total=4, connect=1, read=0, status=0, redirect=3),
+    maxsize=4,
+)
 
 
 def parse_extension_signatures(body: bytes) -> list[bytes]:
@@ -169,7 +174,7 @@ def _read_file(url: str) -> bytes | None:
 
 def _read_http(url: str) -> bytes | None:
     try:
-        resp = _http.request("GET", url, preload_content=False, redirect=False)
+        resp = _http.request("GET", url, preload_content=False)
     except Urllib3Error as e:
         if isinstance(getattr(e, "reason", None), urllib3.exceptions.ReadTimeoutError):
             raise DeadlineExceeded(f"lookaside {url} did not answer in time") from e
