@@ -8,7 +8,7 @@ PYTHON ?= python3
 DEB_PACKAGES := python3 python3-venv python3-pip ca-certificates openssl \
 	runc conmon crun criu catatonit containerd containernetworking-plugins \
 	skopeo docker-registry apache2-utils busybox-static \
-	iptables nftables iproute2 util-linux
+	iptables nftables iproute2 util-linux gnupg
 
 PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGIN_PROJECTS))

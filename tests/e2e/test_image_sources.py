@@ -125,7 +125,7 @@ def test_policy_reject_is_permission_denied(
     assert len(list_images(d)) == 1
 
 
-def test_policy_signed_by_is_refused_as_unsupported(
+def test_policy_signed_by_with_a_missing_key_is_refused(
     start_daemon, tmp_path: Path, registry, images: Images
 ) -> None:
     policy = {
@@ -135,9 +135,9 @@ def test_policy_signed_by_is_refused_as_unsupported(
     }
     d = image_daemon(start_daemon, tmp_path, registries=insecure(registry.host), policy=policy)
     err = pull_error(d, images.busybox.name)
-    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "'signedBy'" in err.details()
-    assert "does not support" in err.details()
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.details().startswith("SignatureValidationFailed: ")
+    assert "cannot read GPG keyring /etc/pki/key.gpg" in err.details()
     assert list_images(d) == []
 
 

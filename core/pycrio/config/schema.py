@@ -403,6 +403,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "image",
+        "registries_d",
+        STR,
+        "/etc/containers/registries.d",
+        "containers-registries.d directory: where signatures are looked up (lookaside,"
+        " use-sigstore-attachments) for signedBy and sigstoreSigned policies; read at each pull.",
+        reloadable=True,
+    ),
+    Option(
+        "image",
         "registries_conf",
         STR,
         "/etc/containers/registries.conf",

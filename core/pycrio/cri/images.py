@@ -36,6 +36,7 @@ def pull_settings(config: Config) -> PullSettings:
         registries=RegistriesConfig.load(image["registries_conf"], image["registries_conf_dir"]),
         signature_policy=image["signature_policy"],
         signature_policy_dir=image["signature_policy_dir"],
+        registries_d=image["registries_d"],
         auth_files=[image["global_auth_file"]] if image["global_auth_file"] else [],
         certs_dirs=list(image["certs_dirs"]),
         max_parallel_downloads=image["max_parallel_downloads"],

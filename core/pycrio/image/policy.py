@@ -2,10 +2,10 @@
 
 CRI-O consults the signature policy before every pull, optionally per
 Kubernetes namespace. pycrio reads the same file with the same scope rules.
-It cannot verify signatures yet, so any requirement other than
-insecureAcceptAnything or reject denies the pull with a message saying so:
-accepting an image the operator asked to have verified would be worse than
-refusing it.
+``reject`` and unknown requirement types deny the pull before anything is
+fetched; ``signedBy`` and ``sigstoreSigned`` are parsed here (strictly) and
+handed back by ``check`` for ``pycrio.image.signature.verifier`` to enforce
+once the manifest is known.
 """
 
 from __future__ import annotations
@@ -21,13 +21,18 @@ from typing import Any
 
 from pycrio.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from pycrio.image.reference import Reference
+from pycrio.image.signature.requirements import (
+    SIGNED_BY,
+    SIGSTORE_SIGNED,
+    SignatureRequirement,
+    parse_requirement,
+)
 
 DEFAULT_POLICY_PATH = "/etc/containers/policy.json"
 
 ACCEPT = "insecureAcceptAnything"
 REJECT = "reject"
-# Valid in policy.json, but they need signature verification pycrio lacks.
-UNSUPPORTED_TYPES = ("signedBy", "sigstoreSigned")
+SIGNATURE_TYPES = (SIGNED_BY, SIGSTORE_SIGNED)
 
 # A Kubernetes namespace is an RFC 1123 label; anything else could walk out of
 # the policy directory.
@@ -38,13 +43,28 @@ StrPath = str | PathLike[str]
 
 @dataclass(frozen=True)
 class Requirement:
-    """One policy requirement; fields beyond "type" are kept for messages and later use."""
+    """One policy requirement; fields beyond "type" are kept for messages."""
 
     type: str
     fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    # The parsed form of a signedBy or sigstoreSigned requirement.
+    signature: SignatureRequirement | None = field(default=None, hash=False, compare=False)
 
 
 Requirements = tuple[Requirement, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a policy says about one image once reject has been ruled out.
+
+    ``signatures`` are the requirements still to be met by verified
+    signatures of the manifest; empty means the image is accepted as is.
+    """
+
+    source: str
+    scope: str  # as written in messages: default or transports.docker['...']
+    signatures: tuple[SignatureRequirement, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,10 +148,15 @@ class Policy:
             return "", scopes[""]
         return "default", self.default
 
-    def check(self, ref: Reference, transport: str = "docker") -> None:
-        """Raise PermissionDenied unless every requirement in ref's scope accepts it."""
+    def check(self, ref: Reference, transport: str = "docker") -> Decision:
+        """Raise PermissionDenied if ref's scope rejects it; else say which signatures it needs.
+
+        Every requirement of the scope must accept the image; reject and
+        unknown types are settled here, before any byte is fetched.
+        """
         scope, requirements = self.requirements_for(ref, transport)
         where = "default" if scope == "default" else f"transports.{transport}[{scope!r}]"
+        signatures = []
         for requirement in requirements:
             if requirement.type == ACCEPT:
                 continue
@@ -140,13 +165,15 @@ class Policy:
                     f"image {ref} is rejected by signature policy {self.source} "
                     f"(scope {where} requires {REJECT!r})"
                 )
-            known = requirement.type in UNSUPPORTED_TYPES
-            kind = "signature requirement" if known else "unknown requirement type"
+            if requirement.signature is not None:
+                signatures.append(requirement.signature)
+                continue
             raise PermissionDenied(
                 f"image {ref} cannot be verified: signature policy {self.source} (scope {where}) "
-                f"requires {kind} {requirement.type!r}, which pycrio does not support yet; "
-                f"pulling it unverified would bypass the policy, so the pull is denied"
+                f"requires unknown requirement type {requirement.type!r}, which pycrio does not "
+                "support; pulling it unverified would bypass the policy, so the pull is denied"
             )
+        return Decision(self.source, where, tuple(signatures))
 
 
 def policy_path_for_namespace(
@@ -193,7 +220,12 @@ def _parse_requirements(source: str, key: str, value: Any) -> Requirements:
                 f"{key}[{i}]",
                 f"{item['type']!r} takes no other fields, got {sorted(fields)}",
             )
-        requirements.append(Requirement(item["type"], MappingProxyType(fields)))
+        signature = None
+        if item["type"] in SIGNATURE_TYPES:
+            signature = parse_requirement(
+                item["type"], fields, f"invalid signature policy {source} at {key}[{i}]"
+            )
+        requirements.append(Requirement(item["type"], MappingProxyType(fields), signature))
     return tuple(requirements)
 
 

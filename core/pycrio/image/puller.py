@@ -3,10 +3,13 @@
 Order of work, and why:
 
 1. Resolve the name (short names through registries.conf) and check the
-   signature policy before any byte is fetched.
+   signature policy: reject is settled before any byte is fetched.
 2. Try mirrors in order, then the registry itself; a mirror that is down or
    lacks the image is skipped, an error from the registry is final.
-3. Fetch the manifest (choosing this node's platform from an index) and the
+3. Fetch the manifest the name points at, once; when the policy asks for
+   signatures, verify them against that manifest's digest before anything
+   else is fetched (pycrio.image.signature.verifier). Then choose this
+   node's platform from an index (by digest, so still covered) and fetch the
    config, verifying both against their digests.
 4. Stream each missing layer straight from the socket through the digest
    check and the decompressor into the unpacker; a layer is never held in
@@ -40,10 +43,13 @@ from pycrio.errors import (
 from pycrio.image import manifest as mf
 from pycrio.image.auth import Credentials, lookup_credentials
 from pycrio.image.image_store import ImageRecord, ImageStore
-from pycrio.image.policy import Policy, policy_path_for_namespace
+from pycrio.image.policy import Decision, Policy, policy_path_for_namespace
 from pycrio.image.reference import Reference, is_short_name, parse
 from pycrio.image.registries_conf import PullSource, RegistriesConfig
+from pycrio.image.registries_d import RegistriesD
 from pycrio.image.registry_client import RegistryClient
+from pycrio.image.signature import verifier
+from pycrio.image.signature.sources import SignatureSource
 from pycrio.singleflight import SingleFlight
 from pycrio.storage import unpack_worker
 from pycrio.storage.layer_store import LayerStore, chain_ids
@@ -63,6 +69,9 @@ class PullSettings:
     registries: RegistriesConfig
     signature_policy: str = ""
     signature_policy_dir: str = ""
+    # containers-registries.d(5): lookaside stores and use-sigstore-attachments;
+    # read at each pull that needs signatures, like the policy itself.
+    registries_d: str = ""
     auth_files: list[str] = field(default_factory=list)
     certs_dirs: list[str] = field(default_factory=list)
     max_parallel_downloads: int = 6
@@ -122,12 +131,17 @@ class Puller:
 
     def pull(self, name: str, credentials: Credentials | None, namespace: str = "") -> ImageRecord:
         refs = candidates(name, self.settings.registries)
+        s = self.settings
+        # Chosen once per pull; pulls under different policies never share a result.
+        policy_path = str(
+            policy_path_for_namespace(s.signature_policy, s.signature_policy_dir, namespace)
+        )
         with self._activity:
             while self._collecting:
                 self._activity.wait()
             self._active += 1
         try:
-            return self._pull_candidates(name, refs, credentials, namespace)
+            return self._pull_candidates(name, refs, credentials, policy_path)
         except CRIError as e:
             # whatever failed (a connection, a header, a layer), say which image
             if name not in e.message and not any(r.path in e.message for r in refs):
@@ -139,14 +153,14 @@ class Puller:
                 self._activity.notify_all()
 
     def _pull_candidates(
-        self, name: str, refs: list[Reference], credentials: Credentials | None, namespace: str
+        self, name: str, refs: list[Reference], credentials: Credentials | None, policy_path: str
     ) -> ImageRecord:
         misses: list[str] = []
         for ref in refs:
             try:
                 return self._pulls.do(
-                    (str(ref), _identity(credentials)),
-                    lambda ref=ref: self._pull_reference(ref, credentials, namespace),
+                    (str(ref), _identity(credentials), policy_path),
+                    lambda ref=ref: self._pull_reference(ref, credentials, policy_path),
                 )
             except NotFound as e:
                 if len(refs) == 1:
@@ -155,18 +169,15 @@ class Puller:
         raise NotFound(f"image {name!r} not found in any search registry: " + "; ".join(misses))
 
     def _pull_reference(
-        self, ref: Reference, credentials: Credentials | None, namespace: str
+        self, ref: Reference, credentials: Credentials | None, policy_path: str
     ) -> ImageRecord:
         s = self.settings
-        policy_path = policy_path_for_namespace(
-            s.signature_policy, s.signature_policy_dir, namespace
-        )
-        Policy.load(policy_path).check(ref)
+        decision = Policy.load(policy_path).check(ref)
         sources = s.registries.pull_sources(ref)
         failures: list[str] = []
         for source in sources:
             try:
-                return self._pull_from(ref, source, credentials)
+                return self._pull_from(ref, source, credentials, decision)
             except (Unavailable, NotFound, DeadlineExceeded) as e:
                 if not source.mirror:
                     if failures:
@@ -205,13 +216,22 @@ class Puller:
             return client
 
     def _pull_from(
-        self, ref: Reference, source: PullSource, credentials: Credentials | None
+        self,
+        ref: Reference,
+        source: PullSource,
+        credentials: Credentials | None,
+        decision: Decision,
     ) -> ImageRecord:
         started = time.monotonic()
         src = source.reference
         repo = src.path
         client = self._client(source, credentials)
         body, media_type, top_digest = client.get_manifest(repo, src.digest or src.tag)
+        if decision.signatures:
+            # top_digest is computed from body, the bytes used from here on.
+            registries_d = RegistriesD.load(self.settings.registries_d)
+            signatures = SignatureSource(ref, client, repo, top_digest, registries_d)
+            verifier.verify(decision, ref, body, top_digest, signatures)
         parsed = mf.parse_manifest(body, media_type, source=f"manifest of {src}")
         digest = top_digest
         if isinstance(parsed, mf.ImageIndex):

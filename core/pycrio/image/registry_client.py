@@ -74,6 +74,7 @@ _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _ERROR_BODY_LIMIT = 64 * 1024
 _DEFAULT_CHUNK = 1024 * 1024
+MAX_SIGNATURE_LIST_SIZE = 16 * 1024 * 1024
 
 
 def _endpoint_for(registry: str) -> str:
@@ -372,6 +373,9 @@ class RegistryClient:
         self._pool = urllib3.PoolManager(**pool_kw)
         self._lock = threading.Lock()
         self._scheme: str | None = None
+        # Set by ping: the registry serves GPG signatures through the
+        # /extensions/v2/<repo>/signatures/<digest> API (X-Registry-Supports-Signatures: 1).
+        self.supports_signatures = False
         self._challenges: list[_auth.Challenge] = []
         self._tokens: dict[frozenset[str], _auth.BearerToken] = {}
 
@@ -410,6 +414,9 @@ class RegistryClient:
                     continue
                 if resp.status in (200, 401):
                     self._scheme = scheme
+                    self.supports_signatures = (
+                        resp.headers.get("X-Registry-Supports-Signatures", "").strip() == "1"
+                    )
                     if resp.status == 401:
                         self._challenges = self._challenges_of(resp)
                     log.debug("registry %s speaks %s", self.registry, scheme)
@@ -504,6 +511,26 @@ class RegistryClient:
             if stream.read(1):
                 raise InvalidArgument(f"blob {digest} of {self.registry}/{repo} is too large")
             return data
+
+    def get_extension_signatures(self, repo: str, digest: str) -> bytes:
+        """The body of GET /extensions/v2/<repo>/signatures/<digest> (JSON, bounded).
+
+        Only meaningful when ``supports_signatures`` (after ``ping``).
+        """
+        self._check_repo(repo)
+        parse_digest(digest)
+        image = f"{self.registry}/{repo}@{digest}"
+        resp = self._get(
+            f"/extensions/v2/{repo}/signatures/{digest}",
+            {"Accept": "application/json"},
+            repo=repo,
+            image=image,
+            what="signatures",
+        )
+        try:
+            return self._read_limited(resp, MAX_SIGNATURE_LIST_SIZE, f"signatures of {image}")
+        finally:
+            resp.release_conn()
 
     # --- internals -----------------------------------------------------------
 

@@ -24,7 +24,7 @@ def write_policy(tmp_path: Path, data: object, name: str = "policy.json") -> Pat
 
 def test_accept_anything(tmp_path):
     policy = Policy.load(write_policy(tmp_path, {"default": ACCEPT}))
-    assert policy.check(parse("busybox")) is None
+    assert policy.check(parse("busybox")).signatures == ()
     assert policy.source == str(tmp_path / "policy.json")
 
 
@@ -92,7 +92,7 @@ def test_scope_accept_overrides_default_reject():
     policy = Policy.from_dict(
         {"default": REJECT, "transports": {"docker": {"quay.io/trusted": ACCEPT}}}
     )
-    assert policy.check(parse("quay.io/trusted/app:1")) is None
+    assert policy.check(parse("quay.io/trusted/app:1")).signatures == ()
     with pytest.raises(PermissionDenied):
         policy.check(parse("quay.io/untrusted/app:1"))
 
@@ -101,7 +101,7 @@ def test_wildcard_does_not_match_the_bare_domain():
     policy = Policy.from_dict(
         {"default": ACCEPT, "transports": {"docker": {"*.example.com": REJECT}}}
     )
-    assert policy.check(parse("example.com/app:1")) is None
+    assert policy.check(parse("example.com/app:1")).signatures == ()
     with pytest.raises(PermissionDenied):
         policy.check(parse("x.example.com/app:1"))
 
@@ -113,30 +113,45 @@ def test_other_transports_do_not_apply_to_docker():
             "transports": {"docker-daemon": {"": REJECT}, "atomic": {"docker.io": REJECT}},
         }
     )
-    assert policy.check(parse("busybox")) is None
+    assert policy.check(parse("busybox")).signatures == ()
     with pytest.raises(PermissionDenied):
         policy.check(parse("busybox"), transport="docker-daemon")
 
 
-@pytest.mark.parametrize(
-    ("requirement", "fragment"),
-    [
-        ({"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k.gpg"}, "'signedBy'"),
-        ({"type": "sigstoreSigned", "keyPath": "/k.pub"}, "'sigstoreSigned'"),
-        ({"type": "somethingNew"}, "unknown requirement type 'somethingNew'"),
-    ],
-)
-def test_unsupported_requirements_deny_instead_of_accepting(requirement, fragment):
+def test_unknown_requirements_deny_instead_of_accepting():
     policy = Policy.from_dict(
-        {"default": ACCEPT, "transports": {"docker": {"quay.io": [requirement]}}},
+        {"default": ACCEPT, "transports": {"docker": {"quay.io": [{"type": "somethingNew"}]}}},
         source="p.json",
     )
     with pytest.raises(PermissionDenied) as info:
         policy.check(parse("quay.io/org/app:1"))
     message = info.value.message
-    assert fragment in message
+    assert "unknown requirement type 'somethingNew'" in message
     assert "not support" in message
     assert "quay.io/org/app:1" in message
+
+
+def test_signature_requirements_are_handed_back_with_their_scope():
+    signed_by = {"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k.gpg"}
+    sigstore = {"type": "sigstoreSigned", "keyPath": "/k.pub"}
+    policy = Policy.from_dict(
+        {"default": ACCEPT, "transports": {"docker": {"quay.io": [signed_by, sigstore, *ACCEPT]}}},
+        source="p.json",
+    )
+    decision = policy.check(parse("quay.io/org/app:1"))
+    assert decision.scope == "transports.docker['quay.io']"
+    assert decision.source == "p.json"
+    assert [r.type for r in decision.signatures] == ["signedBy", "sigstoreSigned"]
+    assert decision.signatures[0].keys.paths == ("/k.gpg",)
+    assert policy.check(parse("docker.io/library/busybox:1")).signatures == ()
+
+
+def test_reject_wins_over_signature_requirements():
+    policy = Policy.from_dict(
+        {"default": [{"type": "sigstoreSigned", "keyPath": "/k.pub"}, *REJECT]}
+    )
+    with pytest.raises(PermissionDenied, match="rejected"):
+        policy.check(parse("busybox"))
 
 
 def test_every_requirement_must_accept():
@@ -146,7 +161,7 @@ def test_every_requirement_must_accept():
             "transports": {"docker": {"quay.io": [*ACCEPT, *REJECT]}},
         }
     )
-    assert policy.check(parse("busybox")) is None
+    assert policy.check(parse("busybox")).signatures == ()
     with pytest.raises(PermissionDenied, match="rejected"):
         policy.check(parse("quay.io/org/app:1"))
 
@@ -155,6 +170,7 @@ def test_requirement_fields_are_kept():
     policy = Policy.from_dict({"default": [{"type": "signedBy", "keyPath": "/k"}]})
     assert policy.default[0].type == "signedBy"
     assert dict(policy.default[0].fields) == {"keyPath": "/k"}
+    assert policy.default[0].signature is not None
 
 
 @pytest.mark.parametrize(
@@ -172,6 +188,91 @@ def test_requirement_fields_are_kept():
         ({"default": ACCEPT, "transports": []}, "transports"),
         ({"default": ACCEPT, "transports": {"docker": []}}, "transports.docker"),
         ({"default": ACCEPT, "transports": {"docker": {"quay.io": []}}}, "'quay.io'"),
+        # signedBy and sigstoreSigned are parsed as strictly as containers/image does.
+        ({"default": [{"type": "signedBy"}]}, "needs one of keyPath"),
+        ({"default": [{"type": "signedBy", "keyPath": "/a", "keyData": "eA=="}]}, "only one"),
+        ({"default": [{"type": "signedBy", "keyType": "X509", "keyPath": "/a"}]}, "keyType"),
+        ({"default": [{"type": "signedBy", "keyPath": "rel/key.gpg"}]}, "absolute"),
+        ({"default": [{"type": "signedBy", "keyPaths": []}]}, "non-empty array"),
+        ({"default": [{"type": "signedBy", "keyData": "not base64!"}]}, "base64"),
+        ({"default": [{"type": "signedBy", "keyPath": "/a", "keyPth": "/b"}]}, "'keyPth'"),
+        ({"default": [{"type": "sigstoreSigned"}]}, "exactly one of keyPath"),
+        (
+            {"default": [{"type": "sigstoreSigned", "keyPath": "/a", "fulcio": {}}]},
+            "exactly one of keyPath",
+        ),
+        (
+            {
+                "default": [
+                    {
+                        "type": "sigstoreSigned",
+                        "fulcio": {"caPath": "/ca", "oidcIssuer": "i", "subjectEmail": "e"},
+                    }
+                ]
+            },
+            "rekorPublicKeyPath",
+        ),
+        (
+            {
+                "default": [
+                    {
+                        "type": "sigstoreSigned",
+                        "fulcio": {"caPath": "/ca", "oidcIssuer": "i"},
+                        "rekorPublicKeyPath": "/r",
+                    }
+                ]
+            },
+            "subjectEmail",
+        ),
+        ({"default": [{"type": "sigstoreSigned", "keyPath": "/a", "pki": {}}]}, "pki"),
+        (
+            {
+                "default": [
+                    {"type": "sigstoreSigned", "keyPath": "/a", "signedIdentity": {"type": "x"}}
+                ]
+            },
+            "unknown signedIdentity type",
+        ),
+        (
+            {
+                "default": [
+                    {
+                        "type": "sigstoreSigned",
+                        "keyPath": "/a",
+                        "signedIdentity": {"type": "exactReference", "dockerReference": "a/b"},
+                    }
+                ]
+            },
+            "tag or a digest",
+        ),
+        (
+            {
+                "default": [
+                    {
+                        "type": "signedBy",
+                        "keyPath": "/a",
+                        "signedIdentity": {"type": "remapIdentity", "prefix": "quay.io"},
+                    }
+                ]
+            },
+            "'signedPrefix'",
+        ),
+        (
+            {
+                "default": [
+                    {
+                        "type": "signedBy",
+                        "keyPath": "/a",
+                        "signedIdentity": {
+                            "type": "remapIdentity",
+                            "prefix": "quay.io/org:1",
+                            "signedPrefix": "quay.io",
+                        },
+                    }
+                ]
+            },
+            "takes no tag or digest",
+        ),
     ],
 )
 def test_invalid_policy_names_file_and_key(tmp_path, data, fragment):
