@@ -207,6 +207,7 @@ class SandboxService:
             self._build(record, config)
             if not self.kernel.config.get("runtime.drop_infra_ctr"):
                 self._infra_up(record, config, ctx)
+            self.kernel.hook.pycrio_sandbox_starting(sandbox=record, ctx=ctx)
         except BaseException as e:
             log.warning("RunPodSandbox %s failed, undoing: %s", record.reservation, e)
             self._undo(record)

@@ -344,6 +344,15 @@ class ExtensionSpecs:
         """Change a pod's infra container OCI spec in place (infra-container mode)."""
 
     @hookspec
+    def pycrio_sandbox_starting(self, sandbox: Any, ctx: CallContext) -> None:
+        """A pod is built (namespaces, network, cgroup) but not yet ready nor listed.
+
+        Called for every plugin (NRI's RunPodSandbox); no container can be
+        created in the pod yet. Raising a pycrio.errors error fails
+        RunPodSandbox, which undoes everything the pod holds.
+        """
+
+    @hookspec
     def pycrio_container_event(self, event: str, container: Any, sandbox: Any) -> None:
         """A container changed state: ``event`` is created, started, stopped or deleted."""
 

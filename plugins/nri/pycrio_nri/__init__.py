@@ -1,0 +1,1 @@
+"""NRI (Node Resource Interface) for pycrio: see docs/nri.md."""

@@ -1,0 +1,93 @@
+"""NRI adjustments applied to an OCI spec dict, and ownership conflicts between plugins."""
+
+from __future__ import annotations
+
+import pytest
+
+from pycrio.errors import FailedPrecondition, InvalidArgument
+from pycrio_nri import api
+from pycrio_nri.adjust import SpecAdjuster
+
+
+def _spec() -> dict:
+    return {
+        "process": {"args": ["sh"], "env": ["PATH=/bin", "A=1"], "rlimits": []},
+        "annotations": {"keep": "1", "drop": "2"},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"resources": {"memory": {"limit": 100}}},
+    }
+
+
+def test_each_kind_of_adjustment_reaches_the_spec() -> None:
+    spec = _spec()
+    adj = api.ContainerAdjustment(
+        annotations={"new": "v", "-drop": ""},
+        env=[api.KeyValue(key="A", value="2"), api.KeyValue(key="B", value="3")],
+        args=["sleep", "9"],
+        mounts=[api.Mount(destination="/data", type="bind", source="/tmp", options=["rbind"])],
+        hooks=api.Hooks(prestart=[api.Hook(path="/bin/true", args=["true"])]),
+        rlimits=[api.POSIXRlimit(type="RLIMIT_NOFILE", hard=100, soft=50)],
+        linux=api.LinuxContainerAdjustment(
+            devices=[api.LinuxDevice(path="/dev/fuse", type="c", major=10, minor=229)],
+            resources=api.LinuxResources(
+                memory=api.LinuxMemory(limit=api.OptionalInt64(value=1 << 30)),
+                cpu=api.LinuxCPU(cpus="0", shares=api.OptionalUInt64(value=512)),
+                unified={"memory.high": "max"},
+            ),
+            oom_score_adj=api.OptionalInt(value=500),
+            namespaces=[api.LinuxNamespace(type="-network")],
+        ),
+    )
+    SpecAdjuster(spec).apply("10-a", adj)
+    assert spec["annotations"] == {"keep": "1", "new": "v"}
+    assert spec["process"]["env"] == ["PATH=/bin", "A=2", "B=3"]
+    assert spec["process"]["args"] == ["sleep", "9"]
+    assert {"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]} in spec[
+        "mounts"
+    ]
+    assert spec["hooks"]["prestart"] == [{"path": "/bin/true", "args": ["true"]}]
+    assert spec["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 100, "soft": 50}]
+    assert spec["process"]["oomScoreAdj"] == 500
+    linux = spec["linux"]
+    assert linux["devices"] == [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]
+    res = linux["resources"]
+    assert res["memory"]["limit"] == 1 << 30
+    assert res["cpu"] == {"shares": 512, "cpus": "0"}
+    assert res["unified"] == {"memory.high": "max"}
+    assert {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rwm"} in res[
+        "devices"
+    ]
+
+
+def test_two_plugins_setting_the_same_field_conflict() -> None:
+    adjuster = SpecAdjuster(_spec())
+    adjuster.apply("10-a", api.ContainerAdjustment(env=[api.KeyValue(key="X", value="1")]))
+    adjuster.apply("20-b", api.ContainerAdjustment(env=[api.KeyValue(key="Y", value="1")]))
+    with pytest.raises(InvalidArgument, match='"10-a" and "20-b".*X'):
+        adjuster.apply("20-b", api.ContainerAdjustment(env=[api.KeyValue(key="X", value="2")]))
+    mem = api.LinuxContainerAdjustment(
+        resources=api.LinuxResources(memory=api.LinuxMemory(limit=api.OptionalInt64(value=1)))
+    )
+    adjuster.apply("10-a", api.ContainerAdjustment(linux=mem))
+    with pytest.raises(InvalidArgument, match="memory.limit"):
+        adjuster.apply("30-c", api.ContainerAdjustment(linux=mem))
+
+
+def test_removal_releases_ownership() -> None:
+    adjuster = SpecAdjuster(_spec())
+    adjuster.apply("10-a", api.ContainerAdjustment(annotations={"k": "a"}))
+    adjuster.apply("20-b", api.ContainerAdjustment(annotations={"-k": ""}))
+    adjuster.apply("30-c", api.ContainerAdjustment(annotations={"k": "c"}))
+    assert adjuster.spec["annotations"]["k"] == "c"
+
+
+def test_what_the_node_cannot_honour_is_refused_by_name() -> None:
+    with pytest.raises(FailedPrecondition, match="CDI"):
+        SpecAdjuster(_spec()).apply(
+            "10-a", api.ContainerAdjustment(CDI_devices=[api.CDIDevice(name="vendor.com/gpu=0")])
+        )
+    rdt = api.LinuxContainerAdjustment(
+        resources=api.LinuxResources(rdt_class=api.OptionalString(value="gold"))
+    )
+    with pytest.raises(FailedPrecondition, match="RDT"):
+        SpecAdjuster(_spec()).apply("10-a", api.ContainerAdjustment(linux=rdt))
