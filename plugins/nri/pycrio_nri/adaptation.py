@@ -112,6 +112,13 @@ class Adaptation:
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         try:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
+                if _in_use(path):
+                    log.error(
+                        "NRI: %s is served by another process (another runtime?); not"
+                        " accepting external plugins. Set [nri] nri_listen to a free path",
+                        path,
+                    )
+                    return
                 os.unlink(path)
         except FileNotFoundError:
             pass
@@ -352,3 +359,16 @@ def _sync_chunks(pods: list[Any], containers: list[Any]) -> Iterator[tuple[list[
             (chunk_pods if kind == "pod" else chunk_ctrs).append(item)
             size += n
     yield chunk_pods, chunk_ctrs
+
+
+def _in_use(path: str) -> bool:
+    """Whether something accepts connections on the unix socket ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
