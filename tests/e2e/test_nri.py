@@ -21,7 +21,6 @@ from container_e2e import EXITED, RUNNING, Pod, daemon_config, pod_config, rpc_e
 from cri_api.v1 import api_pb2
 from image_e2e import pull
 from nri_stub import NRIStub, Refuse, mask
-
 from pycrio_nri import api
 
 pytestmark = pytest.mark.e2e
@@ -127,7 +126,7 @@ def test_lifecycle_events_in_order_with_metadata_and_adjustments(
     # a container that exits by itself gets StopContainer with its exit code
     stub.wait_for(lambda got: any(m == "StopContainer" for m, _ in got))
     (stopped,) = stub.of("StopContainer")
-    assert (stopped.container.name, stopped.container.exit_code) == ("exits", 3)
+    assert (stopped.container.id, stopped.container.exit_code) == (exits, 3)
     assert stopped.container.state == api.ContainerState.Value("CONTAINER_STOPPED")
 
     pod.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
@@ -169,3 +168,304 @@ def test_lifecycle_events_in_order_with_metadata_and_adjustments(
     assert len(only_create.of("CreateContainer")) == 2
     stub.close()
     only_create.close()
+
+
+def test_refusals_undo_everything_and_hooks_see_the_promised_state(
+    nri_daemon, tmp_path: Path, images: registry_env.TestImages
+) -> None:
+    d = nri_daemon()
+    rt = d.runtime()
+    seen: dict[str, object] = {}
+    refuse = {"pod": True, "ctr": True}
+
+    def run_pod(req):
+        listed = rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items
+        seen["pod listed while RunPodSandbox runs"] = any(p.id == req.pod.id for p in listed)
+        err = rpc_error(
+            lambda: rt.CreateContainer(
+                api_pb2.CreateContainerRequest(
+                    pod_sandbox_id=req.pod.id,
+                    config=api_pb2.ContainerConfig(
+                        metadata=api_pb2.ContainerMetadata(name="early"),
+                        image=api_pb2.ImageSpec(image=images.busybox.name),
+                    ),
+                ),
+                timeout=10,
+            )
+        )
+        seen["create during RunPodSandbox"] = err.code()
+        if refuse["pod"]:
+            raise Refuse("pods are refused today")
+
+    def create(req):
+        listed = rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers
+        seen["container listed while CreateContainer runs"] = any(
+            c.id == req.container.id for c in listed
+        )
+        if refuse["ctr"] and req.container.name == "refused":
+            raise Refuse("this container is refused")
+
+    def stop_pod(req):
+        listed = rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers
+        seen["container states at StopPodSandbox"] = {
+            c.metadata.name: c.state for c in listed if c.pod_sandbox_id == req.pod.id
+        }
+        seen["pod listed at StopPodSandbox"] = any(
+            p.id == req.pod.id
+            for p in rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items
+        )
+
+    stub = NRIStub(
+        "policy",
+        "10",
+        handlers={"RunPodSandbox": run_pod, "CreateContainer": create, "StopPodSandbox": stop_pod},
+    ).connect(sock(tmp_path))
+    wait_connected(d, "10-policy")
+    config = pod_config("refused-pod", tmp_path / "logs")
+
+    err = rpc_error(lambda: Pod(d, config))
+    assert "pods are refused today" in err.details() and "10-policy" in err.details()
+    assert seen["pod listed while RunPodSandbox runs"] is False
+    assert seen["create during RunPodSandbox"] == grpc.StatusCode.FAILED_PRECONDITION
+    assert rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10).items == []
+    assert "RemovePodSandbox" in stub.methods()  # it heard that the refused pod is gone
+
+    refuse["pod"] = False
+    pod = Pod(d, config)  # the same config: nothing of the first attempt is in the way
+    err = rpc_error(lambda: pod.create(pod.container_config("refused", images.busybox.name)))
+    assert "this container is refused" in err.details()
+    assert seen["container listed while CreateContainer runs"] is False
+    assert rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers == []
+    assert not list((d.tmp / "runroot" / "containers").iterdir())
+    refuse["ctr"] = False
+    cid = pod.run("refused", images.busybox.name, command=["sleep", "300"])
+    assert pod.status(cid).status.state == RUNNING
+
+    rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+    assert seen["container states at StopPodSandbox"] == {"refused": EXITED}
+    assert seen["pod listed at StopPodSandbox"] is True
+    pod.remove()
+
+    # two plugins setting the same field: the creation fails naming both
+    NRIStub(
+        "other",
+        "20",
+        events=mask("CREATE_CONTAINER"),
+        handlers={
+            "CreateContainer": lambda req: api.CreateContainerResponse(
+                adjust=api.ContainerAdjustment(env=[api.KeyValue(key="OWNED", value="b")])
+            )
+        },
+    ).connect(sock(tmp_path))
+    stub.handlers["CreateContainer"] = lambda req: api.CreateContainerResponse(
+        adjust=api.ContainerAdjustment(env=[api.KeyValue(key="OWNED", value="a")])
+    )
+    wait_connected(d, "20-other")
+    pod = Pod(d, pod_config("conflict", tmp_path / "logs"))
+    err = rpc_error(lambda: pod.create(pod.container_config("c", images.busybox.name)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "10-policy" in err.details() and "20-other" in err.details() and "OWNED" in err.details()
+    pod.remove()
+
+
+def test_a_late_plugin_is_synchronized_and_misses_nothing(
+    nri_daemon, tmp_path: Path, images: registry_env.TestImages
+) -> None:
+    d = nri_daemon()
+    pod = Pod(d, pod_config("early", tmp_path / "logs"))
+    first = pod.run("first", images.busybox.name, command=["sleep", "300"])
+    created: dict[str, str] = {}
+
+    def sync(req):
+        # while Synchronize runs, a container is created: it must still be reported
+        def make() -> None:
+            created["id"] = pod.run("during-sync", images.busybox.name, command=["sleep", "300"])
+
+        threading.Thread(target=make).start()
+        time.sleep(1)
+        return api.SynchronizeResponse(more=req.more)
+
+    stub = NRIStub("late", "30", handlers={"Synchronize": sync}).connect(sock(tmp_path))
+    wait_connected(d, "30-late")
+    (sync_req,) = stub.of("Synchronize")
+    assert [p.id for p in sync_req.pods] == [pod.id]
+    assert [(c.id, c.state) for c in sync_req.containers] == [
+        (first, api.ContainerState.Value("CONTAINER_RUNNING"))
+    ]
+    assert sync_req.pods[0].name == "early" and sync_req.containers[0].name == "first"
+    stub.wait_for(lambda got: any(m == "PostStartContainer" for m, _ in got))
+    wait_until(lambda: "id" in created, 30, "the container created during sync")
+    after = [m for m, msg in stub.received if m not in ("Configure", "Synchronize")]
+    assert after == [
+        "CreateContainer",
+        "PostCreateContainer",
+        "StartContainer",
+        "PostStartContainer",
+    ]
+    assert {msg.container.id for m, msg in stub.received if m == "CreateContainer"} == {
+        created["id"]
+    }
+    pod.remove()
+
+
+def test_hanging_crashing_and_garbage_plugins_do_not_stop_the_daemon(
+    nri_daemon, tmp_path: Path, images: registry_env.TestImages
+) -> None:
+    d = nri_daemon(request_timeout="1s")
+    hang = threading.Event()
+
+    def stuck(req):
+        hang.wait(30)
+
+    hanging = NRIStub("hangs", "10", handlers={"CreateContainer": stuck}).connect(sock(tmp_path))
+    crashing = NRIStub("crashes", "20")
+    crashing.handlers["RunPodSandbox"] = lambda req: crashing.close()
+    crashing.connect(sock(tmp_path))
+    wait_connected(d, "10-hangs")
+    wait_connected(d, "20-crashes")
+    healthy = NRIStub("healthy", "90").connect(sock(tmp_path))
+    wait_connected(d, "90-healthy")
+
+    # garbage: a peer that is not NRI at all
+    garbage = __import__("socket").socket(__import__("socket").AF_UNIX)
+    garbage.connect(sock(tmp_path))
+    garbage.sendall(b"\xff" * 64 + b"GET / HTTP/1.1\r\n\r\n")
+
+    pod = Pod(d, pod_config("survives", tmp_path / "logs"))  # the crashing plugin goes away
+    started = time.monotonic()
+    cid = pod.run("c", images.busybox.name, command=["sleep", "300"])
+    assert time.monotonic() - started < 15  # the hanging plugin cost about one timeout
+    assert pod.status(cid).status.state == RUNNING
+    wait_connected(d, "10-hangs", present=False)
+    wait_connected(d, "20-crashes", present=False)
+    assert "90-healthy" in nri_condition(d).message
+    log = d.stderr()
+    assert "hangs" in log and "CreateContainer" in log
+    # the healthy plugin saw the whole sequence despite its neighbours
+    healthy.wait_for(lambda got: any(m == "PostStartContainer" for m, _ in got))
+    assert d.runtime().Version(api_pb2.VersionRequest(), timeout=5).runtime_name == "pycrio"
+    hang.set()
+    hanging.close()
+    garbage.close()
+    pod.remove()
+    healthy.close()
+
+
+def test_preinstalled_plugin_is_started_configured_and_shut_down(
+    nri_daemon, tmp_path: Path, images: registry_env.TestImages
+) -> None:
+    plugins = tmp_path / "nri-plugins"
+    plugins.mkdir()
+    script = plugins / "05-recorder"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(SUPPORT)!r})\n"
+        "runpy.run_path(sys.path[0] + '/nri_stub.py', run_name='__main__')\n"
+    )
+    script.chmod(0o755)
+    (plugins / "not-a-plugin").write_text("x")  # no NN- index: skipped
+    conf = tmp_path / "nri-conf"
+    conf.mkdir()
+    events_log = tmp_path / "recorder.jsonl"
+    (conf / "05-recorder.conf").write_text(
+        json.dumps(
+            {
+                "log": str(events_log),
+                "events": ["CREATE_CONTAINER", "POST_START_CONTAINER", "REMOVE_POD_SANDBOX"],
+                "env": {"PREINSTALLED": "yes"},
+            }
+        )
+    )
+    d = nri_daemon()
+    message = nri_condition(d).message
+    assert "05-recorder (pre-installed" in message
+    pod = Pod(d, pod_config("pre", tmp_path / "logs"))
+    cid = pod.run("c", images.busybox.name, command=["sleep", "300"])
+    assert pod.out(cid, "sh", "-c", "echo $PREINSTALLED") == "yes\n"
+    pod.remove()
+
+    def entries() -> list[dict]:
+        return [json.loads(line) for line in events_log.read_text().splitlines()]
+
+    wait_until(lambda: entries()[-1]["method"] == "RemovePodSandbox", 10, "RemovePodSandbox")
+    assert [e["method"] for e in entries()] == [
+        "Configure",
+        "Synchronize",
+        "CreateContainer",
+        "PostStartContainer",
+        "RemovePodSandbox",
+    ]
+    assert entries()[0]["runtime"] == "pycrio"
+    pid = int(message.split("pid ")[1].split(")")[0])
+    d.stop()
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 10, "the plugin to exit")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_updates_from_plugins_reach_the_running_container(
+    nri_daemon, tmp_path: Path, images: registry_env.TestImages
+) -> None:
+    d = nri_daemon()
+    stub = NRIStub("updater", "10").connect(sock(tmp_path))
+    wait_connected(d, "10-updater")
+    pod = Pod(d, pod_config("upd", tmp_path / "logs"))
+    cid = pod.run("c", images.busybox.name, command=["sleep", "300"])
+
+    # unsolicited: the plugin asks the runtime to change a running container
+    update = api.ContainerUpdate(
+        container_id=cid,
+        linux=api.LinuxContainerUpdate(
+            resources=api.LinuxResources(
+                memory=api.LinuxMemory(limit=api.OptionalInt64(value=96 << 20))
+            )
+        ),
+    )
+    resp = stub.call_runtime(
+        "UpdateContainers",
+        api.UpdateContainersRequest(update=[update]),
+        api.UpdateContainersResponse,
+    )
+    assert list(resp.failed) == []
+    assert pod.status(cid).status.resources.linux.memory_limit_in_bytes == 96 << 20
+    cgroup = pod.out(cid, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert int(cgroup) == 96 << 20
+    bad = api.ContainerUpdate(container_id="nonexistent", linux=update.linux)
+    resp = stub.call_runtime(
+        "UpdateContainers", api.UpdateContainersRequest(update=[bad]), api.UpdateContainersResponse
+    )
+    assert [u.container_id for u in resp.failed] == ["nonexistent"]
+
+    # solicited: the kubelet's update goes through UpdateContainer, which may amend it
+    stub.handlers["UpdateContainer"] = lambda req: api.UpdateContainerResponse(
+        update=[
+            api.ContainerUpdate(
+                container_id=req.container.id,
+                linux=api.LinuxContainerUpdate(
+                    resources=api.LinuxResources(
+                        cpu=api.LinuxCPU(shares=api.OptionalUInt64(value=300))
+                    )
+                ),
+            )
+        ]
+    )
+    pod.rt.UpdateContainerResources(
+        api_pb2.UpdateContainerResourcesRequest(
+            container_id=cid,
+            linux=api_pb2.LinuxContainerResources(memory_limit_in_bytes=128 << 20, cpu_shares=100),
+        ),
+        timeout=30,
+    )
+    linux = pod.status(cid).status.resources.linux
+    assert (linux.memory_limit_in_bytes, linux.cpu_shares) == (128 << 20, 300)
+    (req,) = stub.of("UpdateContainer")
+    assert req.linux_resources.memory.limit.value == 128 << 20
+    stub.wait_for(lambda got: any(m == "PostUpdateContainer" for m, _ in got))
+    pod.remove()
