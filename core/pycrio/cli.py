@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -128,7 +129,37 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  {role}: {name} ({group}): {state}")
     if problem:
         print(f"\n({problem})")
+    if cfg is not None:
+        _print_plugin_conditions(cfg.listen)
     return 0
+
+
+def _print_plugin_conditions(listen: str) -> None:
+    """What plugins of a running daemon report in Status (e.g. connected NRI plugins)."""
+    import grpc
+    from cri_api.v1 import api_pb2, api_pb2_grpc
+
+    path = listen.removeprefix("unix://")
+    if not os.path.exists(path):
+        print(f"\n(no daemon listening on {path}: runtime plugin state not shown)")
+        return
+    with grpc.insecure_channel(f"unix:{path}") as channel:
+        try:
+            status = api_pb2_grpc.RuntimeServiceStub(channel).Status(
+                api_pb2.StatusRequest(), timeout=STATUS_TIMEOUT
+            )
+        except grpc.RpcError as e:
+            print(f"\n(the daemon on {path} did not answer Status: {e.code().name})")
+            return
+    extra = [
+        c
+        for c in status.status.conditions
+        if c.type not in ("RuntimeReady", "NetworkReady", "PluginsLoaded")
+    ]
+    if extra:
+        print("\nReported by the running daemon's plugins:")
+        for c in extra:
+            print(f"  {c.type}: {c.message or ('true' if c.status else 'false')}")
 
 
 STATUS_TIMEOUT = 10.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -380,6 +381,12 @@ def test_preinstalled_plugin_is_started_configured_and_shut_down(
     d = nri_daemon()
     message = nri_condition(d).message
     assert "05-recorder (pre-installed" in message
+    listing = subprocess.run(
+        [sys.executable, "-m", "pycrio", "plugins", "--config", str(d.config),
+         "--config-dir", str(d.config_dir), "--listen", d.socket],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert "pycrio-nri" in listing and "NRIPlugins: 05-recorder (pre-installed" in listing
     pod = Pod(d, pod_config("pre", tmp_path / "logs"))
     cid = pod.run("c", images.busybox.name, command=["sleep", "300"])
     assert pod.out(cid, "sh", "-c", "echo $PREINSTALLED") == "yes\n"

@@ -51,6 +51,7 @@ def test_extension_hooks_exist() -> None:
         "pycrio_adjust_sandbox_spec",
         "pycrio_container_event",
         "pycrio_sandbox_event",
+        "pycrio_sandbox_starting",
     ):
         assert getattr(pm.hook, name).spec is not None, name
 
