@@ -18,7 +18,16 @@ from pathlib import Path
 import grpc
 import pytest
 import registry_env
-from container_e2e import EXITED, RUNNING, Pod, daemon_config, pod_config, rpc_error, wait_until
+from container_e2e import (
+    EXITED,
+    RUNNING,
+    Pod,
+    assert_nothing_left,
+    daemon_config,
+    pod_config,
+    rpc_error,
+    wait_until,
+)
 from cri_api.v1 import api_pb2
 from image_e2e import pull
 from nri_stub import NRIStub, Refuse, mask
@@ -28,13 +37,11 @@ pytestmark = pytest.mark.e2e
 SUPPORT = Path(__file__).parent.parent / "support"
 
 
-def nri_config(tmp: Path, request_timeout: str = "2s", **extra: str) -> str:
+def nri_config(request_timeout: str = "2s", **extra: str) -> str:
+    """[nri] on top of the harness's drop-in, which points the socket and dirs into tmp."""
     lines = [
         "[nri]",
         "enable_nri = true",
-        f"nri_listen = {json.dumps(str(tmp / 'nri.sock'))}",
-        f"nri_plugin_dir = {json.dumps(str(tmp / 'nri-plugins'))}",
-        f"nri_plugin_config_dir = {json.dumps(str(tmp / 'nri-conf'))}",
         f'nri_plugin_request_timeout = "{request_timeout}"',
         *[f"{k} = {v}" for k, v in extra.items()],
     ]
@@ -44,7 +51,7 @@ def nri_config(tmp: Path, request_timeout: str = "2s", **extra: str) -> str:
 @pytest.fixture
 def nri_daemon(start_daemon, tmp_path: Path, registry, images: registry_env.TestImages):
     def start(**kw: str):
-        conf = daemon_config(tmp_path / "conf", registry.host, nri_config(tmp_path, **kw))
+        conf = daemon_config(tmp_path / "conf", registry.host, nri_config(**kw))
         d = start_daemon(config=conf)
         pull(d, images.busybox.name)
         return d
@@ -204,6 +211,7 @@ def test_refusals_undo_everything_and_hooks_see_the_promised_state(
             c.id == req.container.id for c in listed
         )
         if refuse["ctr"] and req.container.name == "refused":
+            seen["refused id"] = req.container.id
             raise Refuse("this container is refused")
 
     def stop_pod(req):
@@ -238,6 +246,7 @@ def test_refusals_undo_everything_and_hooks_see_the_promised_state(
     assert seen["container listed while CreateContainer runs"] is False
     assert rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers == []
     assert not list((d.tmp / "runroot" / "containers").iterdir())
+    assert_nothing_left(d, [seen["refused id"]])  # no monitor, mount, runtime state, cgroup
     refuse["ctr"] = False
     cid = pod.run("refused", images.busybox.name, command=["sleep", "300"])
     assert pod.status(cid).status.state == RUNNING
@@ -245,10 +254,12 @@ def test_refusals_undo_everything_and_hooks_see_the_promised_state(
     rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
     assert seen["container states at StopPodSandbox"] == {"refused": EXITED}
     assert seen["pod listed at StopPodSandbox"] is True
+    err = rpc_error(lambda: pod.create(pod.container_config("late", images.busybox.name)))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION  # a stopped pod is not reused
     pod.remove()
 
     # two plugins setting the same field: the creation fails naming both
-    NRIStub(
+    other = NRIStub(
         "other",
         "20",
         events=mask("CREATE_CONTAINER"),
@@ -266,6 +277,33 @@ def test_refusals_undo_everything_and_hooks_see_the_promised_state(
     err = rpc_error(lambda: pod.create(pod.container_config("c", images.busybox.name)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "10-policy" in err.details() and "20-other" in err.details() and "OWNED" in err.details()
+
+    # a validator sees the combined adjustment and may reject it
+    other.close()
+    wait_connected(d, "20-other", present=False)
+
+    def validate(req):
+        if any(kv.key == "OWNED" for kv in req.adjust.env):
+            return api.ValidateContainerAdjustmentResponse(reject=True, reason="no OWNED here")
+        return None
+
+    validator = NRIStub(
+        "validator",
+        "99",
+        events=mask("VALIDATE_CONTAINER_ADJUSTMENT"),
+        handlers={"ValidateContainerAdjustment": validate},
+    ).connect(sock(tmp_path))
+    wait_connected(d, "99-validator")
+    err = rpc_error(lambda: pod.create(pod.container_config("v", images.busybox.name)))
+    assert "99-validator" in err.details() and "no OWNED here" in err.details()
+    (vreq,) = validator.of("ValidateContainerAdjustment")
+    assert vreq.container.name == "v" and vreq.pod.id == pod.id
+    assert [(p.index, p.name) for p in vreq.plugins] == [("10", "policy")]
+    assert not any(e.startswith("OWNED=") for e in vreq.container.env)  # pristine
+    stub.handlers.pop("CreateContainer")
+    cid = pod.run("v", images.busybox.name, command=["sleep", "300"])
+    assert pod.status(cid).status.state == RUNNING
+    validator.close()
     pod.remove()
 
 

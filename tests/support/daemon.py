@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,15 @@ class DaemonProcess:
         self.config_dir.mkdir(exist_ok=True)
         if not self.config.exists():
             self.config.write_text("")
+        # NRI is on by default: keep test daemons off the host's /var/run/nri and /opt/nri
+        nri = self.config_dir / "00-test-nri.conf"
+        if not nri.exists():
+            nri.write_text(
+                "[nri]\n"
+                f"nri_listen = {json.dumps(str(tmp / 'nri.sock'))}\n"
+                f"nri_plugin_dir = {json.dumps(str(tmp / 'nri-plugins'))}\n"
+                f"nri_plugin_config_dir = {json.dumps(str(tmp / 'nri-conf'))}\n"
+            )
         self.args = args
         self.env = env
         self.proc: subprocess.Popen | None = None

@@ -332,17 +332,46 @@ class Adaptation:
         return self._apply_updates(plugin, updates)
 
     def create_container(self, request: Any, adjuster: Any) -> None:
-        """CreateContainer: every subscribed plugin's adjustment goes to ``adjuster``."""
+        """CreateContainer: every subscribed plugin's adjustment goes to ``adjuster``.
+
+        Then validators (plugins subscribed to VALIDATE_CONTAINER_ADJUSTMENT)
+        see the pristine container, the combined adjustment and updates, and
+        who was consulted; one rejecting fails the creation.
+        """
         with self._lock:
+            combined = api.ContainerAdjustment()
+            updates: list[Any] = []
+            consulted = []
             for plugin, resp in self._deliver(
                 "CREATE_CONTAINER", "CreateContainer", request, refusable=True
             ):
+                consulted.append(api.PluginInstance(name=plugin.base, index=plugin.idx))
                 if resp.HasField("adjust"):
                     adjuster.apply(plugin.name, resp.adjust)
+                    combined.MergeFrom(resp.adjust)
+                updates.extend(resp.update)
                 if resp.update:
                     self._apply_updates(plugin, resp.update)
                 for ev in resp.evict:
                     self._evict(ev.container_id, ev.reason)
+            validate = api.ValidateContainerAdjustmentRequest(
+                pod=request.pod,
+                container=request.container,
+                adjust=combined,
+                update=updates,
+                plugins=consulted,
+            )
+            for plugin, resp in self._deliver(
+                "VALIDATE_CONTAINER_ADJUSTMENT",
+                "ValidateContainerAdjustment",
+                validate,
+                refusable=True,
+            ):
+                if resp.reject:
+                    raise PluginError(
+                        f"NRI validator {plugin.name} rejected the adjustments of container"
+                        f" {request.container.name!r}: {resp.reason or 'no reason given'}"
+                    )
 
 
 def _sync_chunks(pods: list[Any], containers: list[Any]) -> Iterator[tuple[list[Any], list[Any]]]:
