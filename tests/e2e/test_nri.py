@@ -482,6 +482,16 @@ def test_updates_from_plugins_reach_the_running_container(
     assert pod.status(cid).status.resources.linux.memory_limit_in_bytes == 96 << 20
     cgroup = pod.out(cid, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
     assert int(cgroup) == 96 << 20
+    victim = pod.run("victim", images.busybox.name, command=["sleep", "300"])
+    stub.call_runtime(
+        "UpdateContainers",
+        api.UpdateContainersRequest(
+            evict=[api.ContainerEviction(container_id=victim, reason="make room")]
+        ),
+        api.UpdateContainersResponse,
+    )
+    assert pod.status(victim).status.state == EXITED
+    assert "make room" in d.stderr()
     bad = api.ContainerUpdate(container_id="nonexistent", linux=update.linux)
     resp = stub.call_runtime(
         "UpdateContainers", api.UpdateContainersRequest(update=[bad]), api.UpdateContainersResponse
@@ -513,4 +523,15 @@ def test_updates_from_plugins_reach_the_running_container(
     (req,) = stub.of("UpdateContainer")
     assert req.linux_resources.memory.limit.value == 128 << 20
     stub.wait_for(lambda got: any(m == "PostUpdateContainer" for m, _ in got))
+
+    pod.rt.UpdatePodSandboxResources(
+        api_pb2.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod.id,
+            resources=api_pb2.LinuxContainerResources(memory_limit_in_bytes=512 << 20),
+        ),
+        timeout=30,
+    )
+    (upd,) = stub.of("UpdatePodSandbox")
+    assert upd.pod.id == pod.id and upd.linux_resources.memory.limit.value == 512 << 20
+    stub.wait_for(lambda got: got[-1][0] == "PostUpdatePodSandbox")
     pod.remove()

@@ -12,6 +12,7 @@ import logging
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -152,6 +153,7 @@ class RemotePlugin:
                 f"NRI plugin {self.name}: no registration within {registration_timeout:g}s"
             )
         if self._registration_error:
+            time.sleep(0.2)  # let the refusal reach the plugin before hanging up
             self.close("invalid registration")
             raise PluginGone(f"NRI plugin registration refused: {self._registration_error}")
         if self.closed:
