@@ -306,7 +306,7 @@ class Adaptation:
             if plugin.closed or not plugin.events & bit:
                 continue
             try:
-                yield plugin, plugin.call(method, request)
+                yield plugin, plugin.event(method, request)
             except PluginGone:
                 continue
             except TtrpcError as e:

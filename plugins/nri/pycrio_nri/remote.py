@@ -53,6 +53,19 @@ def is_fatal(err: TtrpcError) -> bool:
     )
 
 
+#: Events an older plugin receives as StateChange (they carry no answer).
+STATE_CHANGE_EVENTS = {
+    "RunPodSandbox": "RUN_POD_SANDBOX",
+    "PostUpdatePodSandbox": "POST_UPDATE_POD_SANDBOX",
+    "StopPodSandbox": "STOP_POD_SANDBOX",
+    "RemovePodSandbox": "REMOVE_POD_SANDBOX",
+    "PostCreateContainer": "POST_CREATE_CONTAINER",
+    "StartContainer": "START_CONTAINER",
+    "PostStartContainer": "POST_START_CONTAINER",
+    "PostUpdateContainer": "POST_UPDATE_CONTAINER",
+    "RemoveContainer": "REMOVE_CONTAINER",
+}
+
 UpdateHandler = Callable[["RemotePlugin", Any], Any]
 
 
@@ -73,6 +86,7 @@ class RemotePlugin:
         self.config = config
         self.proc = proc
         self.events = 0
+        self.legacy = False  # answers events through StateChange only
         self.request_timeout = 2.0
         self._on_update = on_update
         self._on_close = on_close
@@ -158,6 +172,29 @@ class RemotePlugin:
             raise PluginGone(f"NRI plugin registration refused: {self._registration_error}")
         if self.closed:
             raise PluginGone(f"NRI plugin {self.name}: connection closed ({self.closed})")
+
+    def event(self, method: str, request: Any) -> Any:
+        """Deliver an event; plugins built before NRI had a call per event get StateChange.
+
+        As containerd/nri does: an UNIMPLEMENTED answer to one of the
+        data-less events switches the plugin to StateChange for good.
+        """
+        event = STATE_CHANGE_EVENTS.get(method)
+        if event is not None and not self.legacy:
+            try:
+                return self.call(method, request)
+            except TtrpcError as e:
+                if e.code != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                log.info("NRI plugin %s predates %s: using StateChange", self.name, method)
+                self.legacy = True
+        if event is None:
+            return self.call(method, request)
+        change = api.StateChangeEvent(event=api.Event.Value(event), pod=request.pod)
+        if "container" in request.DESCRIPTOR.fields_by_name:
+            change.container.CopyFrom(request.container)
+        self.call("StateChange", change)
+        return api.METHODS[api.PLUGIN_SERVICE][method][1]()
 
     def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         """Call the plugin; PluginGone (and the plugin closed) on fatal errors."""

@@ -99,3 +99,32 @@ def test_socket_is_private_and_a_live_one_is_not_stolen(tmp_path: Path) -> None:
     assert b.connected() == []
     b.stop()
     a.stop()
+
+
+def test_plugins_older_than_per_event_calls_get_state_change(tmp_path: Path) -> None:
+    from nri_stub import Refuse
+
+    a = _adaptation(tmp_path, 0, 0, [])
+
+    def unimplemented(req):
+        raise Refuse("unknown method", code=12)
+
+    old = NRIStub(
+        "old", "10", handlers={"RunPodSandbox": unimplemented, "RemoveContainer": unimplemented}
+    ).connect(str(tmp_path / "nri.sock"))
+    _wait(a, "10-old")
+    pod = api.PodSandbox(id="p1", name="pod")
+    a.notify("RUN_POD_SANDBOX", "RunPodSandbox", api.RunPodSandboxRequest(pod=pod), refusable=True)
+    ctr = api.Container(id="c1", name="ctr")
+    a.notify(
+        "REMOVE_CONTAINER", "RemoveContainer", api.RemoveContainerRequest(pod=pod, container=ctr)
+    )
+    changes = old.of("StateChange")
+    assert [(c.event, c.pod.id, c.container.id) for c in changes] == [
+        (api.Event.Value("RUN_POD_SANDBOX"), "p1", ""),
+        (api.Event.Value("REMOVE_CONTAINER"), "p1", "c1"),
+    ]
+    # once known to be old, it is not asked the new way again
+    assert old.methods().count("RemoveContainer") == 0
+    old.close()
+    a.stop()
