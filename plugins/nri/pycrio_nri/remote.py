@@ -166,12 +166,12 @@ class RemotePlugin:
             raise PluginGone(
                 f"NRI plugin {self.name}: no registration within {registration_timeout:g}s"
             )
+        if self.closed and not self._registration_error:
+            raise PluginGone(f"NRI plugin {self.name}: connection closed ({self.closed})")
         if self._registration_error:
             time.sleep(0.2)  # let the refusal reach the plugin before hanging up
             self.close("invalid registration")
             raise PluginGone(f"NRI plugin registration refused: {self._registration_error}")
-        if self.closed:
-            raise PluginGone(f"NRI plugin {self.name}: connection closed ({self.closed})")
 
     def event(self, method: str, request: Any) -> Any:
         """Deliver an event; plugins built before NRI had a call per event get StateChange.
@@ -228,6 +228,7 @@ class RemotePlugin:
             if self.closed:
                 return
             self.closed = reason or "closed"
+        self._registered.set()  # a start() waiting for registration gives up now
         self.mux.close()
         self.client.connection_lost(self.closed)
         self._on_close(self, self.closed)
