@@ -155,6 +155,7 @@ def test_lifecycle_events_in_order_with_metadata_and_adjustments(
     assert seq("adjusted") == [
         "RunPodSandbox",
         "CreateContainer",
+        "ValidateContainerAdjustment",  # subscribing to everything makes it a validator too
         "PostCreateContainer",
         "StartContainer",
         "PostStartContainer",
@@ -337,6 +338,7 @@ def test_a_late_plugin_is_synchronized_and_misses_nothing(
     after = [m for m, msg in stub.received if m not in ("Configure", "Synchronize")]
     assert after == [
         "CreateContainer",
+        "ValidateContainerAdjustment",
         "PostCreateContainer",
         "StartContainer",
         "PostStartContainer",
@@ -386,7 +388,10 @@ def test_hanging_crashing_and_garbage_plugins_do_not_stop_the_daemon(
     hang.set()
     hanging.close()
     garbage.close()
-    pod.remove()
+    pod.remove()  # without a Stop first: plugins still hear StopPodSandbox before removal
+    healthy.wait_for(lambda got: got[-1][0] == "RemovePodSandbox")
+    tail = [m for m in healthy.methods() if m.endswith("PodSandbox")]
+    assert tail == ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"]
     healthy.close()
 
 

@@ -127,9 +127,5 @@ class Client:
 
     def close(self) -> None:
         if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._sock.close()
+            transport.hang_up(self._sock)
         self.connection_lost("closed by us")

@@ -127,8 +127,4 @@ class Server:
     def stop(self) -> None:
         self._stopping = True
         for listener in self._listeners:
-            try:
-                listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            listener.close()
+            transport.hang_up(listener)

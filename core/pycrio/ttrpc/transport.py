@@ -12,6 +12,15 @@ log = logging.getLogger("pycrio.ttrpc")
 READ_CHUNK = 64 << 10
 
 
+def hang_up(sock: socket.socket) -> None:
+    """Shut ``sock`` both ways (a reader blocked in recv or accept wakes up), then close it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # the peer is already gone
+    sock.close()
+
+
 def sender(sock: socket.socket) -> Callable[[bytes], None]:
     """A thread-safe ``send(data)`` for ``sock``: frames from concurrent calls never interleave."""
     lock = threading.Lock()

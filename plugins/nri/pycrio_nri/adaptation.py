@@ -28,6 +28,7 @@ from typing import Any
 
 from pycrio.errors import FailedPrecondition
 from pycrio.ttrpc import TtrpcError
+from pycrio.ttrpc.transport import hang_up
 from pycrio_nri import api
 from pycrio_nri.launch import Launched
 from pycrio_nri.remote import PluginGone, RemotePlugin, check_index
@@ -85,11 +86,7 @@ class Adaptation:
     def stop(self) -> None:
         self._stopping = True
         if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
+            hang_up(self._listener)
             try:
                 os.unlink(self.settings.socket_path)
             except FileNotFoundError:
@@ -156,6 +153,13 @@ class Adaptation:
             path = os.path.join(directory, entry)
             if not os.path.isfile(path) or not os.access(path, os.X_OK):
                 continue
+            st = os.stat(path)
+            if st.st_mode & 0o022 or (os.geteuid() == 0 and st.st_uid != 0):
+                log.error(
+                    "NRI: not starting %s: it must be owned by root and writable by no one else",
+                    path,
+                )
+                continue
             idx, _, base = entry.partition("-")
             try:
                 check_index(idx)
@@ -176,7 +180,6 @@ class Adaptation:
             "NRI_PLUGIN_NAME": base,
             "NRI_PLUGIN_IDX": idx,
             "NRI_PLUGIN_SOCKET": "3",
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         }
         try:
             proc = Launched(path, theirs, env)

@@ -18,6 +18,8 @@ import struct
 import threading
 from collections.abc import Callable
 
+from pycrio.ttrpc.transport import hang_up
+
 log = logging.getLogger("pycrio.nri")
 
 HEADER = struct.Struct(">II")
@@ -119,8 +121,4 @@ class Mux:
         if self._closed:
             return
         self._closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        hang_up(self.sock)

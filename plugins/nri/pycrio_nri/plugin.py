@@ -85,6 +85,12 @@ class NRIPlugin:
             self.adaptation = None
 
     @hookimpl
+    def pycrio_config_reload(self, old: Any, new: Any, changed: list[str]) -> None:
+        nri = [key for key in changed if key.startswith("nri.")]
+        if nri:
+            log.warning("NRI settings changed (%s): they take effect at restart", ", ".join(nri))
+
+    @hookimpl
     def pycrio_status_conditions(self, kernel: Any) -> list[cri.RuntimeCondition]:
         if self.adaptation is None:
             return []
@@ -123,7 +129,8 @@ class NRIPlugin:
             return
         with self._guard:
             self._pods[sandbox.id] = sandbox
-        if event == "stopping" and sandbox.state == "ready":
+        if event in ("stopping", "removing") and sandbox.state == "ready":
+            # a pod removed without a Stop first is still stopped for the plugins
             self.adaptation.notify(
                 "STOP_POD_SANDBOX",
                 "StopPodSandbox",
