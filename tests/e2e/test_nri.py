@@ -540,3 +540,35 @@ def test_updates_from_plugins_reach_the_running_container(
     assert upd.pod.id == pod.id and upd.linux_resources.memory.limit.value == 512 << 20
     stub.wait_for(lambda got: got[-1][0] == "PostUpdatePodSandbox")
     pod.remove()
+
+
+def test_after_a_restart_plugins_are_synchronized_with_restored_pods(
+    nri_daemon, tmp_path: Path, images: registry_env.TestImages
+) -> None:
+    d = nri_daemon()
+    pod = Pod(d, pod_config("restored", tmp_path / "logs"))
+    cid = pod.run("kept", images.busybox.name, command=["sleep", "300"])
+    done = pod.run("done", images.busybox.name, command=["sh", "-c", "exit 7"])
+    pod.wait_exit(done)
+    d.stop()
+    d.start()
+    stub = NRIStub("after", "10").connect(sock(tmp_path))
+    wait_connected(d, "10-after")
+    (sync,) = stub.of("Synchronize")
+    (p,) = sync.pods
+    assert (p.id, p.name, p.namespace, p.uid) == (pod.id, "restored", "ctr", "uid-restored")
+    assert p.labels["pod"] == "restored"
+    got = {c.name: c for c in sync.containers}
+    assert set(got) == {"kept", "done"}
+    assert got["kept"].id == cid and got["kept"].pod_sandbox_id == pod.id
+    assert got["kept"].state == api.ContainerState.Value("CONTAINER_RUNNING")
+    assert got["done"].state == api.ContainerState.Value("CONTAINER_STOPPED")
+    assert got["done"].exit_code == 7 and got["done"].finished_at > 0
+    # live events for restored objects carry their metadata too
+    pod.rt.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0), timeout=30)
+    stub.wait_for(lambda got: any(m == "StopContainer" for m, _ in got))
+    (stop,) = stub.of("StopContainer")
+    assert (stop.container.id, stop.container.name, stop.pod.name) == (cid, "kept", "restored")
+    pod.remove()
+    stub.wait_for(lambda got: got[-1][0] == "RemovePodSandbox")
+    stub.close()

@@ -91,3 +91,76 @@ def test_what_the_node_cannot_honour_is_refused_by_name() -> None:
     )
     with pytest.raises(FailedPrecondition, match="RDT"):
         SpecAdjuster(_spec()).apply("10-a", api.ContainerAdjustment(linux=rdt))
+
+
+def test_security_and_scheduling_adjustments() -> None:
+    spec = _spec()
+    policy = api.LinuxSeccomp(
+        default_action="SCMP_ACT_ERRNO",
+        default_errno=api.OptionalUInt32(value=1),
+        architectures=["SCMP_ARCH_X86_64"],
+        syscalls=[
+            api.LinuxSyscall(
+                names=["read", "write"],
+                action="SCMP_ACT_ALLOW",
+                args=[api.LinuxSeccompArg(index=0, value=1, op="SCMP_CMP_EQ")],
+            )
+        ],
+    )
+    prio = api.LinuxIOPriority(priority=4)
+    setattr(prio, "class", api.IOPrioClass.Value("IOPRIO_CLASS_BE"))
+    adj = api.ContainerAdjustment(
+        linux=api.LinuxContainerAdjustment(
+            seccomp_policy=policy,
+            io_priority=prio,
+            sysctl={"net.core.somaxconn": "1024"},
+            namespaces=[api.LinuxNamespace(type="ipc", path="/proc/1/ns/ipc")],
+            resources=api.LinuxResources(
+                hugepage_limits=[api.HugepageLimit(page_size="2MB", limit=1 << 21)],
+                pids=api.LinuxPids(limit=64),
+            ),
+        ),
+        hooks=api.Hooks(poststop=[api.Hook(path="/bin/x", timeout=api.OptionalInt(value=5))]),
+    )
+    SpecAdjuster(spec).apply("10-a", adj)
+    linux = spec["linux"]
+    assert linux["seccomp"] == {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 1,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [
+            {
+                "names": ["read", "write"],
+                "action": "SCMP_ACT_ALLOW",
+                "args": [{"index": 0, "value": 1, "valueTwo": 0, "op": "SCMP_CMP_EQ"}],
+            }
+        ],
+    }
+    assert spec["process"]["ioPriority"] == {"class": "IOPRIO_CLASS_BE", "priority": 4}
+    assert linux["sysctl"] == {"net.core.somaxconn": "1024"}
+    assert linux["namespaces"] == [{"type": "ipc", "path": "/proc/1/ns/ipc"}]
+    assert linux["resources"]["hugepageLimits"] == [{"pageSize": "2MB", "limit": 1 << 21}]
+    assert linux["resources"]["pids"] == {"limit": 64}
+    assert spec["hooks"]["poststop"] == [{"path": "/bin/x", "timeout": 5}]
+
+
+def test_devices_and_mounts_can_be_replaced_and_removed() -> None:
+    spec = _spec()
+    adjuster = SpecAdjuster(spec)
+    fuse = api.LinuxDevice(path="/dev/fuse", type="c", major=10, minor=229)
+    adjuster.apply(
+        "10-a", api.ContainerAdjustment(linux=api.LinuxContainerAdjustment(devices=[fuse]))
+    )
+    gone = api.LinuxDevice(path="-/dev/fuse")
+    adjuster.apply(
+        "20-b", api.ContainerAdjustment(linux=api.LinuxContainerAdjustment(devices=[gone]))
+    )
+    assert spec["linux"]["devices"] == []
+    assert not any(r.get("major") == 10 for r in spec["linux"]["resources"]["devices"])
+    adjuster.apply("20-b", api.ContainerAdjustment(mounts=[api.Mount(destination="-/proc")]))
+    assert spec["mounts"] == []
+    with pytest.raises(InvalidArgument, match="type"):
+        bad = api.LinuxDevice(path="/dev/x", type="z")
+        adjuster.apply(
+            "30-c", api.ContainerAdjustment(linux=api.LinuxContainerAdjustment(devices=[bad]))
+        )
