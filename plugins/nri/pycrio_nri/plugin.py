@@ -228,7 +228,8 @@ class NRIPlugin:
     def cri_start_container(self, request: Any, ctx: CallContext) -> Any:
         if self.adaptation is not None and ctx.method != NRI_CALL:
             found = self._lookup(request.container_id)
-            if found is not None:
+            created = api.ContainerState.Value("CONTAINER_CREATED")
+            if found is not None and found[1].state == created:  # else the core refuses it
                 pod, msg = found
                 self.adaptation.notify(
                     "START_CONTAINER",
@@ -265,10 +266,11 @@ class NRIPlugin:
             if others:
                 self.adaptation.apply_updates(plugin, others)
         response = yield
+        updated = self._lookup(msg.id)
         self.adaptation.notify(
             "POST_UPDATE_CONTAINER",
             "PostUpdateContainer",
-            api.PostUpdateContainerRequest(pod=pod, container=self._lookup(msg.id)[1]),
+            api.PostUpdateContainerRequest(pod=pod, container=updated[1] if updated else msg),
         )
         return response
 
