@@ -248,6 +248,13 @@ def test_refusals_undo_everything_and_hooks_see_the_promised_state(
     assert rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers == []
     assert not list((d.tmp / "runroot" / "containers").iterdir())
     assert_nothing_left(d, [seen["refused id"]])  # no monitor, mount, runtime state, cgroup
+    # plugins that heard of the refused container hear that it is gone
+    undone = [
+        m
+        for m, msg in stub.received
+        if m.endswith("Container") and msg.container.id == seen["refused id"]
+    ]
+    assert undone == ["CreateContainer", "StopContainer", "RemoveContainer"]
     refuse["ctr"] = False
     cid = pod.run("refused", images.busybox.name, command=["sleep", "300"])
     assert pod.status(cid).status.state == RUNNING

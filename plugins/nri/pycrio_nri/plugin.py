@@ -51,6 +51,7 @@ class NRIPlugin:
         self._guard = threading.Lock()
         self._pods: dict[str, Any] = {}  # pod id -> the core's record
         self._containers: dict[str, tuple[Any, Any]] = {}  # id -> (record, message at create)
+        self._creating = threading.local()  # (pod, container) told CreateContainer, this call
 
     # --- startup and shutdown ----------------------------------------------------
 
@@ -182,12 +183,43 @@ class NRIPlugin:
             pod=convert.pod_from_record(sandbox),
             container=convert.container_from_spec(container, spec),
         )
+        self._creating.told = (request.pod, request.container)
         self.adaptation.create_container(request, SpecAdjuster(spec))
         with self._guard:
             self._containers[container.id] = (
                 container,
                 convert.container_from_spec(container, spec),
             )
+
+    @hookimpl(wrapper=True)
+    def cri_create_container(self, request: Any, ctx: CallContext) -> Any:
+        """A creation that fails after plugins heard of it is undone for them (as containerd).
+
+        Plugins that set something aside for the container (CPUs, devices)
+        get StopContainer and RemoveContainer to release it.
+        """
+        self._creating.told = None
+        try:
+            return (yield)
+        except BaseException:
+            told = self._creating.told
+            if told is not None and self.adaptation is not None:
+                pod, ctr = told
+                self.adaptation.notify(
+                    "STOP_CONTAINER",
+                    "StopContainer",
+                    api.StopContainerRequest(pod=pod, container=ctr),
+                )
+                self.adaptation.notify(
+                    "REMOVE_CONTAINER",
+                    "RemoveContainer",
+                    api.RemoveContainerRequest(pod=pod, container=ctr),
+                )
+                with self._guard:
+                    self._containers.pop(ctr.id, None)
+            raise
+        finally:
+            self._creating.told = None
 
     @hookimpl
     def pycrio_container_event(self, event: str, container: Any, sandbox: Any) -> None:
