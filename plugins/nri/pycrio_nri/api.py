@@ -50,10 +50,6 @@ METHODS: dict[str, dict[str, tuple[Any, Any]]] = {
 }
 
 
-def __getattr__(name: str) -> Any:  # for type checkers: the names above are dynamic
-    raise AttributeError(f"module 'pycrio_nri.api' has no attribute {name!r}")
-
-
 def event_bit(event: int) -> int:
     """The bit of ``event`` in a subscription mask (NRI's EventMask: 1 << (event - 1))."""
     return 1 << (event - 1)

@@ -3,7 +3,7 @@
 | NRI event | pycrio hook |
 | --- | --- |
 | RunPodSandbox | ``pycrio_sandbox_starting`` (the pod is built, not yet listed) |
-| StopPodSandbox | ``pycrio_sandbox_event("stopping")``, after the core stopped its containers |
+| StopPodSandbox | ``pycrio_sandbox_event("stopping"/"removing")`` of a ready pod |
 | RemovePodSandbox | ``pycrio_sandbox_event("deleted")`` |
 | CreateContainer | ``pycrio_adjust_container_spec`` (adjustments go into the OCI spec) |
 | PostCreateContainer, PostStartContainer | ``pycrio_container_event("created"/"started")`` |
@@ -12,6 +12,7 @@
 | UpdatePodSandbox, PostUpdatePodSandbox | a wrapper of ``cri_update_pod_sandbox_resources`` |
 | StopContainer | ``pycrio_container_event("stopped")``: also when it exited by itself |
 | RemoveContainer | ``pycrio_container_event("deleted")`` |
+| (undo) | a wrapper of ``cri_create_container``: StopContainer and RemoveContainer when it fails |
 
 Synchronization and updates asked for by plugins go through the CRI hooks
 (List, Status, UpdateContainerResources, StopContainer), so the plugin needs
