@@ -307,6 +307,8 @@ def test_refusals_undo_everything_and_hooks_see_the_promised_state(
     (vreq,) = validator.of("ValidateContainerAdjustment")
     assert vreq.container.name == "v" and vreq.pod.id == pod.id
     assert [(p.index, p.name) for p in vreq.plugins] == [("10", "policy")]
+    env_owners = vreq.owners.owners[vreq.container.id].compound[api.Field.Value("Env")]
+    assert env_owners.owners["OWNED"] == "10-policy"
     assert not any(e.startswith("OWNED=") for e in vreq.container.env)  # pristine
     stub.handlers.pop("CreateContainer")
     cid = pod.run("v", images.busybox.name, command=["sleep", "300"])

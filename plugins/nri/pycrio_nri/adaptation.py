@@ -364,6 +364,7 @@ class Adaptation:
                 update=updates,
                 plugins=consulted,
             )
+            validate.owners.owners[request.container.id].CopyFrom(adjuster.field_owners())
             for plugin, resp in self._deliver(
                 "VALIDATE_CONTAINER_ADJUSTMENT",
                 "ValidateContainerAdjustment",

@@ -16,7 +16,41 @@ from __future__ import annotations
 from typing import Any
 
 from pycrio.errors import FailedPrecondition, InvalidArgument
+from pycrio_nri import api
 from pycrio_nri.convert import HOOK_KINDS, merge_resources_into_oci
+
+#: NRI's Field (api.proto, enum Field) of each kind of field pycrio tracks.
+FIELDS = {
+    "annotation": api.Field.Value("Annotations"),
+    "mount": api.Field.Value("Mounts"),
+    "device": api.Field.Value("Devices"),
+    "environment variable": api.Field.Value("Env"),
+    "args": api.Field.Value("Args"),
+    "memory.limit": api.Field.Value("MemLimit"),
+    "memory.reservation": api.Field.Value("MemReservation"),
+    "memory.swap": api.Field.Value("MemSwapLimit"),
+    "memory.kernel": api.Field.Value("MemKernelLimit"),
+    "memory.kernelTCP": api.Field.Value("MemTCPLimit"),
+    "memory.swappiness": api.Field.Value("MemSwappiness"),
+    "memory.disableOOMKiller": api.Field.Value("MemDisableOomKiller"),
+    "memory.useHierarchy": api.Field.Value("MemUseHierarchy"),
+    "cpu.shares": api.Field.Value("CPUShares"),
+    "cpu.quota": api.Field.Value("CPUQuota"),
+    "cpu.period": api.Field.Value("CPUPeriod"),
+    "cpu.realtimeRuntime": api.Field.Value("CPURealtimeRuntime"),
+    "cpu.realtimePeriod": api.Field.Value("CPURealtimePeriod"),
+    "cpu.cpus": api.Field.Value("CPUSetCPUs"),
+    "cpu.mems": api.Field.Value("CPUSetMems"),
+    "pids.limit": api.Field.Value("PidsLimit"),
+    "hugepageLimits": api.Field.Value("HugepageLimits"),
+    "unified": api.Field.Value("CgroupsUnified"),
+    "oom_score_adj": api.Field.Value("OomScoreAdj"),
+    "rlimit": api.Field.Value("Rlimits"),
+    "io_priority": api.Field.Value("IoPriority"),
+    "seccomp policy": api.Field.Value("SeccompPolicy"),
+    "namespace": api.Field.Value("Namespace"),
+    "sysctl": api.Field.Value("Sysctl"),
+}
 
 IOPRIO_CLASSES = {
     0: "IOPRIO_CLASS_NONE",
@@ -35,16 +69,30 @@ class SpecAdjuster:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
-        self.owners: dict[str, str] = {}
+        self.owners: dict[tuple[str, str | None], str] = {}
 
-    def _claim(self, plugin: str, what: str) -> None:
-        other = self.owners.get(what)
+    def _claim(self, plugin: str, kind: str, key: str | None = None) -> None:
+        """Record ``plugin`` as the owner of a field; a different owner is a conflict."""
+        field = (kind, key)
+        other = self.owners.get(field)
         if other is not None and other != plugin:
+            what = f"{kind} {key!r}" if key is not None else kind
             raise InvalidArgument(f'NRI plugins "{other}" and "{plugin}" both tried to set {what}')
-        self.owners[what] = plugin
+        self.owners[field] = plugin
 
-    def _release(self, what: str) -> None:
-        self.owners.pop(what, None)
+    def _release(self, kind: str, key: str | None = None) -> None:
+        self.owners.pop((kind, key), None)
+
+    def field_owners(self) -> Any:
+        """Who set what, as NRI's FieldOwners (for ValidateContainerAdjustment)."""
+        out = api.FieldOwners()
+        for (kind, key), plugin in self.owners.items():
+            number = FIELDS[kind]
+            if key is None:
+                out.simple[number] = plugin
+            else:
+                out.compound[number].owners[key] = plugin
+        return out
 
     def apply(self, plugin: str, adj: Any) -> None:
         """Apply one plugin's ContainerAdjustment; raises a pycrio error on conflict."""
@@ -70,9 +118,9 @@ class SpecAdjuster:
             remove, name = _removal(key)
             if remove:
                 annotations.pop(name, None)
-                self._release(f"annotation {name!r}")
+                self._release("annotation", name)
                 continue
-            self._claim(plugin, f"annotation {name!r}")
+            self._claim(plugin, "annotation", name)
             annotations[name] = value
 
     def _mounts(self, plugin: str, adj: Any) -> None:
@@ -81,9 +129,9 @@ class SpecAdjuster:
             remove, dest = _removal(m.destination)
             mounts[:] = [x for x in mounts if x.get("destination") != dest]
             if remove:
-                self._release(f"mount {dest!r}")
+                self._release("mount", dest)
                 continue
-            self._claim(plugin, f"mount {dest!r}")
+            self._claim(plugin, "mount", dest)
             mount = {"destination": dest, "type": m.type, "source": m.source}
             if m.options:
                 mount["options"] = list(m.options)
@@ -97,9 +145,9 @@ class SpecAdjuster:
             remove, name = _removal(kv.key)
             env[:] = [e for e in env if e.split("=", 1)[0] != name]
             if remove:
-                self._release(f"environment variable {name!r}")
+                self._release("environment variable", name)
                 continue
-            self._claim(plugin, f"environment variable {name!r}")
+            self._claim(plugin, "environment variable", name)
             env.append(f"{name}={kv.value}")
 
     def _hooks(self, adj: Any) -> None:
@@ -120,7 +168,7 @@ class SpecAdjuster:
     def _rlimits(self, plugin: str, adj: Any) -> None:
         rlimits = self.spec.setdefault("process", {}).setdefault("rlimits", [])
         for r in adj.rlimits:
-            self._claim(plugin, f"rlimit {r.type}")
+            self._claim(plugin, "rlimit", r.type)
             rlimits[:] = [x for x in rlimits if x["type"] != r.type]
             rlimits.append({"type": r.type, "hard": r.hard, "soft": r.soft})
 
@@ -138,7 +186,11 @@ class SpecAdjuster:
                 )
             resources = linux.setdefault("resources", {})
             for what in merge_resources_into_oci(resources, res):
-                self._claim(plugin, what)
+                kind, _, key = what.partition(".")
+                if kind in ("hugepageLimits", "unified"):
+                    self._claim(plugin, kind, key)  # one owner per page size, per key
+                else:
+                    self._claim(plugin, what)
         if lin.cgroups_path:
             raise FailedPrecondition(
                 f"NRI plugin {plugin!r} asked to move the container to cgroup"
@@ -161,18 +213,18 @@ class SpecAdjuster:
             namespaces = linux.setdefault("namespaces", [])
             namespaces[:] = [x for x in namespaces if x["type"] != kind]
             if remove:
-                self._release(f"namespace {kind!r}")
+                self._release("namespace", kind)
                 continue
-            self._claim(plugin, f"namespace {kind!r}")
+            self._claim(plugin, "namespace", kind)
             namespaces.append({"type": kind, **({"path": ns.path} if ns.path else {})})
         for key, value in lin.sysctl.items():
             remove, name = _removal(key)
             sysctl = linux.setdefault("sysctl", {})
             if remove:
                 sysctl.pop(name, None)
-                self._release(f"sysctl {name!r}")
+                self._release("sysctl", name)
                 continue
-            self._claim(plugin, f"sysctl {name!r}")
+            self._claim(plugin, "sysctl", name)
             sysctl[name] = value
         for what in ("net_devices", "scheduler", "rdt", "memory_policy"):
             present = bool(getattr(lin, what)) if what == "net_devices" else lin.HasField(what)
@@ -198,9 +250,9 @@ class SpecAdjuster:
                 )
             ]
         if remove:
-            self._release(f"device {path!r}")
+            self._release("device", path)
             return
-        self._claim(plugin, f"device {path!r}")
+        self._claim(plugin, "device", path)
         if d.type not in ("c", "b", "u", "p"):
             raise InvalidArgument(f"NRI plugin {plugin!r}: device {path!r} has type {d.type!r}")
         dev: dict[str, Any] = {"path": path, "type": d.type, "major": d.major, "minor": d.minor}

@@ -164,3 +164,22 @@ def test_devices_and_mounts_can_be_replaced_and_removed() -> None:
         adjuster.apply(
             "30-c", api.ContainerAdjustment(linux=api.LinuxContainerAdjustment(devices=[bad]))
         )
+
+
+def test_owners_are_reported_as_nri_fields() -> None:
+    adjuster = SpecAdjuster(_spec())
+    mem = api.LinuxContainerAdjustment(
+        resources=api.LinuxResources(
+            memory=api.LinuxMemory(limit=api.OptionalInt64(value=1)),
+            unified={"memory.high": "max"},
+        )
+    )
+    adjuster.apply("10-a", api.ContainerAdjustment(env=[api.KeyValue(key="X", value="1")]))
+    adjuster.apply("20-b", api.ContainerAdjustment(args=["true"], linux=mem))
+    owners = adjuster.field_owners()
+    assert owners.compound[api.Field.Value("Env")].owners == {"X": "10-a"}
+    assert owners.compound[api.Field.Value("CgroupsUnified")].owners == {"memory.high": "20-b"}
+    assert dict(owners.simple) == {
+        api.Field.Value("Args"): "20-b",
+        api.Field.Value("MemLimit"): "20-b",
+    }
