@@ -124,6 +124,7 @@ class NRIStub:
                     self._frames(conn)
         except OSError:
             pass
+        self.sock.close()
         with self.cond:
             self.closed = True
             for waiter in self._waiters.values():

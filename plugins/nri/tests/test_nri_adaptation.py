@@ -128,3 +128,42 @@ def test_plugins_older_than_per_event_calls_get_state_change(tmp_path: Path) -> 
     assert old.methods().count("RemoveContainer") == 0
     old.close()
     a.stop()
+
+
+def test_timeouts_registration_and_the_plugins_own_request_timeout(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    a = _adaptation(tmp_path, 0, 0, [])
+    a.settings.registration_timeout = 0.3
+    silent = NRIStub("silent", "10").connect(str(tmp_path / "nri.sock"), register=False)
+    silent.wait_for(lambda got: silent.closed, timeout=5)  # never registered: hung up on
+
+    release = threading.Event()
+
+    def configure(req):
+        return api.ConfigureResponse(request_timeout=300)  # milliseconds
+
+    slow = NRIStub(
+        "slow",
+        "20",
+        handlers={"Configure": configure, "RunPodSandbox": lambda req: release.wait(10) and None},
+    ).connect(str(tmp_path / "nri.sock"))
+    _wait(a, "20-slow")
+    started = time.monotonic()
+    a.notify("RUN_POD_SANDBOX", "RunPodSandbox", api.RunPodSandboxRequest(), refusable=True)
+    assert time.monotonic() - started < 1.5  # its 0.3 s, not the runtime's 2 s
+    assert a.connected() == []
+    release.set()
+    slow.wait_for(lambda got: slow.closed)
+    a.stop()
+
+
+def test_plugins_are_told_to_shut_down(tmp_path: Path) -> None:
+    a = _adaptation(tmp_path, 0, 0, [])
+    stub = NRIStub("bye", "10").connect(str(tmp_path / "nri.sock"))
+    _wait(a, "10-bye")
+    a.stop()
+    stub.wait_for(lambda got: got[-1][0] == "Shutdown")
+    stub.wait_for(lambda got: stub.closed)
+    assert not (tmp_path / "nri.sock").exists()
