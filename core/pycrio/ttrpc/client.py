@@ -55,7 +55,12 @@ class Client:
     def over_socket(cls, sock: socket.socket, **kwargs) -> Client:
         client = cls(transport.sender(sock), **kwargs)
         client._sock = sock
-        transport.start_reader(sock, client.feed, client.connection_lost, "ttrpc-client")
+
+        def lost(reason: str) -> None:
+            sock.close()
+            client.connection_lost(reason)
+
+        transport.start_reader(sock, client.feed, lost, "ttrpc-client")
         return client
 
     @property
