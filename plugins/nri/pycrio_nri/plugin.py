@@ -41,6 +41,14 @@ log = logging.getLogger("pycrio.nri")
 NRI_CALL = "/pycrio.nri/Internal"
 
 
+def _seconds(config: Any, key: str, default: float) -> float:
+    """A duration of [nri]; the declared default when the loader did not fill it in."""
+    try:
+        return config.seconds(f"nri.{key}")
+    except KeyError:
+        return default
+
+
 def _ctx() -> CallContext:
     return CallContext(method=NRI_CALL)
 
@@ -73,8 +81,8 @@ class NRIPlugin:
             plugin_dir=table.get("nri_plugin_dir", Settings.plugin_dir),
             plugin_config_dir=table.get("nri_plugin_config_dir", Settings.plugin_config_dir),
             disable_connections=table.get("nri_disable_connections", False),
-            registration_timeout=config.seconds("nri.nri_plugin_registration_timeout"),
-            request_timeout=config.seconds("nri.nri_plugin_request_timeout"),
+            registration_timeout=_seconds(config, "nri_plugin_registration_timeout", 5.0),
+            request_timeout=_seconds(config, "nri_plugin_request_timeout", 2.0),
             runtime_version=version,
         )
         self.adaptation = Adaptation(settings, self._snapshot, self._update, self._evict)

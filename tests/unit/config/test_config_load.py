@@ -177,11 +177,11 @@ def test_a_driver_option_in_a_drop_in_is_checked_against_the_merged_driver(
         ),
         ("plugins = 1\n", "'plugins' must be a table"),
         ("[plugins]\nnri = 1\n", "'plugins.nri' must be a table"),
-        ("[plugins.nri]\nx = 1\n", "no plugin or driver of that name is installed"),
+        ("[plugins.gone]\nx = 1\n", "no plugin or driver of that name is installed"),
         # options declared by plugins and drivers
         (
-            "[plugins.nri]\nsocket = '/x'\n",
-            "[plugins.nri] configures 'nri', but no plugin or driver of that name is installed",
+            "[plugins.gone]\nsocket = '/x'\n",
+            "[plugins.gone] configures 'gone', but no plugin or driver of that name is installed",
         ),
         (
             "[plugins.cgroupfs]\ndefault_parnt = '/x'\n",

@@ -53,6 +53,10 @@ def cfg(tmp_path: Path) -> Config:
     config.data["api"]["listen"] = str(tmp_path / "runroot" / "pycrio.sock")
     config.data["runtime"]["container_attach_socket_dir"] = str(tmp_path / "attach")
     config.data["runtime"]["namespaces_dir"] = str(tmp_path / "ns")
+    config.data["nri"] = {  # NRI, on by default, starts too: keep it off /var/run/nri
+        "nri_listen": str(tmp_path / "nri.sock"),
+        "nri_plugin_dir": str(tmp_path / "nri-plugins"),
+    }
     return config
 
 
