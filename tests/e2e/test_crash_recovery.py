@@ -32,7 +32,7 @@ from container_e2e import pod_config as host_pod_config
 from cri_api.v1 import api_pb2
 from daemon import DaemonProcess
 from image_e2e import pull
-from leaks import host_leaks, record_ids
+from leaks import cmdlines, host_leaks, record_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -301,6 +301,32 @@ def test_kill_during_run_pod_sandbox(harness: Harness, tmp_path: Path) -> None:
         assert pods[pod_id].state == api_pb2.SANDBOX_READY
         assert [p.id for p in pods.values() if p.metadata.name == f"slow-{i}"] == [pod_id]
         h.assert_consistent()
+    h.remove_everything_and_check_host()
+
+
+@pytest.mark.parametrize("kind", ["net", "pid"])
+@pytest.mark.parametrize("harness", [1.0], indirect=True)
+def test_kill_while_pinning_namespaces(harness: Harness, tmp_path: Path, kind: str) -> None:
+    """Killed once a pin file exists but before its pinning returned (``unshare``
+    for net, ipc and uts; the PID namespace's holder for pid): the next start must
+    know the pins (recorded before they were made), remove them and stop the holder."""
+    h = harness
+    pins = h.runroot / "ns" / kind
+    before = set(pins.iterdir()) if pins.exists() else set()
+    holders = {c for c in cmdlines().values() if f"--pid={h.runroot}" in c}
+    config = net_pod_config(f"pinning-{kind}", tmp_path)
+    killed_at = time.time_ns()
+    _, err = h.crash_during(
+        lambda: h.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=30),
+        lambda: pins.exists() and set(pins.iterdir()) != before,
+    )
+    after_kill(h, err, killed_at)
+    assert not [p for p in h.pods().values() if p.metadata.name == f"pinning-{kind}"]
+    assert set(pins.iterdir()) == before, f"an interrupted pod's {kind} namespace pin leaked"
+    left = {c for c in cmdlines().values() if f"--pid={h.runroot}" in c} - holders
+    assert not left, f"an interrupted pod's PID namespace holder still runs: {left}"
+    h.run_pod(config)  # the kubelet's retry
+    h.assert_consistent()
     h.remove_everything_and_check_host()
 
 

@@ -228,16 +228,17 @@ class SandboxService:
         if record.ipc_mode == "pod":
             kinds.append("ipc")
         if kinds:
-            record.namespaces = namespaces.pin(
-                self.ns_dir, record.id, kinds, record.hostname, sysctls
-            )
+            # the pins recorded before they exist: killed half-way, the next start unpins them
+            record.namespaces = namespaces.pin_paths(self.ns_dir, record.id, kinds)
             store.save(record)
+            namespaces.pin(self.ns_dir, record.id, kinds, record.hostname, sysctls)
         if record.pid_mode == "pod":
             init = pause.find_init(self.kernel.config.get("runtime.pod_init_path"))
             init_dir = pause.link(os.path.join(self.kernel.config.runroot, "pause"), init)
-            path, pid = namespaces.start_pid_holder(self.ns_dir, record.id, init_dir)
-            record.namespaces["pid"] = path
-            record.pid_holder = pid
+            # recorded first too: a holder whose pid was not saved is found by its pin
+            record.namespaces.update(namespaces.pin_paths(self.ns_dir, record.id, ["pid"]))
+            store.save(record)
+            _, record.pid_holder = namespaces.start_pid_holder(self.ns_dir, record.id, init_dir)
             store.save(record)
         files.write_hostname(record.run_dir, record.hostname)
         files.write_resolv_conf(record.run_dir, config.dns_config)

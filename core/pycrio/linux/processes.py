@@ -38,6 +38,14 @@ def has_args(pid: int, *args: str) -> bool:
     return n > 0 and any(have[i : i + n] == list(args) for i in range(len(have) - n + 1))
 
 
+def find_with_arg(arg: str) -> int:
+    """The pid of a process with ``arg`` as a whole argument of its argv, 0 if none."""
+    for proc in psutil.process_iter(["cmdline"]):
+        if arg in (proc.info["cmdline"] or ()):
+            return proc.pid
+    return 0
+
+
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie waiting to be reaped."""
     try:

@@ -66,6 +66,15 @@ def release_private_dir(path: str) -> None:
                 return
 
 
+def pin_paths(ns_dir: str, pod_id: str, kinds: list[str]) -> dict[str, str]:
+    """Where :func:`pin` pins the pod's namespaces of ``kinds``: kind -> file.
+
+    Known before anything is created, so the caller can record them first: a
+    daemon killed while :func:`pin` runs then knows what to undo.
+    """
+    return {kind: os.path.join(ns_dir, kind, pod_id) for kind in kinds}
+
+
 def pin(
     ns_dir: str,
     pod_id: str,
@@ -75,17 +84,16 @@ def pin(
 ) -> dict[str, str]:
     """Create the pod's namespaces of ``kinds`` (net, ipc, uts) and pin them.
 
-    Returns kind -> pinned file. The hostname and sysctls are set inside the
-    new namespaces by pycrio.sandbox.nsinit before ``unshare`` returns.
+    Returns kind -> pinned file (:func:`pin_paths`). The hostname and sysctls
+    are set inside the new namespaces by pycrio.sandbox.nsinit before
+    ``unshare`` returns.
     """
     ensure_private_dir(ns_dir)
-    files = {}
-    for kind in kinds:
-        os.makedirs(os.path.join(ns_dir, kind), mode=0o711, exist_ok=True)
-        path = os.path.join(ns_dir, kind, pod_id)
+    files = pin_paths(ns_dir, pod_id, kinds)
+    for path in files.values():
+        os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
         with open(path, "w"):
             pass
-        files[kind] = path
     argv = ["unshare", *(f"--{k}={p}" for k, p in files.items())]
     argv += ["--", sys.executable, "-m", "pycrio.sandbox.nsinit"]
     if hostname and "uts" in files:
@@ -112,8 +120,8 @@ def start_pid_holder(ns_dir: str, pod_id: str, init_dir: str) -> tuple[str, int]
     Its PID 1 is ``pause`` from ``init_dir`` (:func:`pycrio.sandbox.pause.link`).
     """
     ensure_private_dir(ns_dir)
-    os.makedirs(os.path.join(ns_dir, "pid"), mode=0o711, exist_ok=True)
-    path = os.path.join(ns_dir, "pid", pod_id)
+    path = pin_paths(ns_dir, pod_id, ["pid"])["pid"]
+    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     with open(path, "w"):
         pass
     init_argv, init_env = pause.command(init_dir)
@@ -142,6 +150,13 @@ def is_mountpoint(path: str) -> bool:
 
 
 def stop_pid_holder(path: str, pid: int) -> None:
+    """Kill the holder of the PID namespace pinned at ``path`` and unpin it.
+
+    ``pid`` 0: not recorded (the daemon was killed while starting the
+    holder), so the holder is looked up by its pin argument.
+    """
+    if not pid:
+        pid = processes.find_with_arg(f"--pid={path}")
     if pid and _holder_matches(pid, path):
         try:
             os.killpg(pid, signal.SIGKILL)
