@@ -9,6 +9,8 @@ to answer when there is no such hierarchy rather than find nothing.
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from pathlib import Path
 
 from pycrio_cgroup_fs.layout import Layout, detect
@@ -34,8 +36,21 @@ def controller_dir(controller: str, path: str) -> Path:
 
 
 def matching(pattern: str) -> list[Path]:
-    """cgroup directories in any hierarchy whose path below the mount matches ``pattern``."""
-    return [p for mount in mounts() for p in mount.rglob(pattern) if p.is_dir()]
+    """cgroup directories in any hierarchy whose path below the mount matches ``pattern``.
+
+    os.walk rather than rglob: cgroups of other tests and daemons come and go
+    while it walks, and rglob raises when a directory vanishes under it.
+    """
+    want = pattern.split("/")
+    found = []
+    for mount in mounts():
+        for top, dirs, _files in os.walk(mount):
+            for d in dirs:
+                parts = Path(top, d).relative_to(mount).parts
+                tail = parts[-len(want) :]
+                if len(tail) == len(want) and all(map(fnmatch.fnmatchcase, tail, want)):
+                    found.append(Path(top, d))
+    return found
 
 
 def cpu_share(shares: int) -> int:
