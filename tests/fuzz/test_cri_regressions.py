@@ -107,3 +107,19 @@ def test_a_pod_cpuset_longer_than_a_page_is_invalid_argument(target: cri_fuzz.Ta
         p.metadata.name for p in target.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items
     }
     assert req.config.metadata.name not in names  # nothing half-made
+
+
+@pytest.mark.parametrize("field", ["cpu_period", "cpu_shares"])
+def test_a_negative_pod_resource_told_to_nri_is_invalid_argument(
+    target: cri_fuzz.Target, field: str
+) -> None:
+    """Finding 14 (after NRI landed): UpdatePodSandboxResources with overhead
+    cpu_period=-2**63 answered INTERNAL "Value out of range": NRI's wrapper converts
+    the request to NRI's unsigned fields before the core checks it."""
+    req = api_pb2.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id=target.pod_id,
+        overhead=api_pb2.LinuxContainerResources(**{field: -(2**63)}),
+    )
+    err = rpc_error(lambda: target.rt.UpdatePodSandboxResources(req, timeout=30))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert field in err.details()

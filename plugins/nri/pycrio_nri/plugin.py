@@ -28,7 +28,7 @@ from typing import Any
 
 from cri_api.v1 import api_pb2 as cri
 
-from pycrio.errors import CRIError
+from pycrio.errors import CRIError, InvalidArgument
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio_nri import api, convert
@@ -405,17 +405,28 @@ class NRIPlugin:
         )
 
 
+def _unsigned(field: str, value: int) -> int:
+    """NRI carries these as unsigned: a negative CRI value cannot be told to plugins.
+
+    The wrappers run before the core checks the request, so this is where such a
+    value is first met; it is the caller's mistake, not the daemon's.
+    """
+    if value < 0:
+        raise InvalidArgument(f"{field} must not be negative, got {value}")
+    return value
+
+
 def _nri_resources(res: Any) -> Any:
     """CRI LinuxContainerResources (or pod resources) as NRI LinuxResources."""
     out = api.LinuxResources()
     if res is None:
         return out
     if getattr(res, "cpu_shares", 0):
-        out.cpu.shares.value = res.cpu_shares
+        out.cpu.shares.value = _unsigned("cpu_shares", res.cpu_shares)
     if getattr(res, "cpu_quota", 0):
         out.cpu.quota.value = res.cpu_quota
     if getattr(res, "cpu_period", 0):
-        out.cpu.period.value = res.cpu_period
+        out.cpu.period.value = _unsigned("cpu_period", res.cpu_period)
     if getattr(res, "cpuset_cpus", ""):
         out.cpu.cpus = res.cpuset_cpus
     if getattr(res, "cpuset_mems", ""):
