@@ -150,7 +150,8 @@ def reap_orphans() -> list[int]:
     The scan runs outside the spawn lock, so no runc or conmon spawn waits
     behind it. That is safe: a zombie the scan saw was forked before it, so
     if :func:`popen` forked it, that popen has registered it in ``_own`` by
-    the time the lock is ours.
+    the time the lock is ours. Nothing is reaped while a
+    :func:`holding_orphans` block is open; the next round catches up.
     """
     zombies = _zombie_children()
     if not zombies:

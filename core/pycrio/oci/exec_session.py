@@ -158,7 +158,7 @@ class CLIExecProcess(ExecProcess):
         """The runtime in the foreground on a terminal of ours; it copies between
         ours and the container's (and may double early line endings, see above)."""
         master, slave = os.openpty()
-        tty_.setraw(slave)  # no processing on our side: the container's terminal does it
+        tty_.setraw(slave)  # raw until runc, once running, sets the mode it wants on it
         self._tty_master = master
         try:
             self.proc = reaper.popen(
