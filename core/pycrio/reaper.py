@@ -15,6 +15,8 @@ import select
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pycrio.linux import libc
@@ -24,6 +26,9 @@ log = logging.getLogger("pycrio.reaper")
 
 _spawn_lock = threading.Lock()
 _own: set[int] = set()
+#: How many callers are between starting a child that will leave an orphan of
+#: theirs to us and registering that orphan (see :func:`holding_orphans`).
+_holds = 0
 
 
 def set_subreaper() -> bool:
@@ -41,6 +46,34 @@ def popen(argv: list[str], **kwargs: Any) -> subprocess.Popen:
         proc = subprocess.Popen(argv, **kwargs)  # noqa: S603 - argv list, never a shell
         _own.add(proc.pid)
     return proc
+
+
+def is_subreaper() -> bool:
+    """Whether orphans of our descendants are re-parented to us (not to PID 1)."""
+    try:
+        return libc.is_child_subreaper()
+    except OSError:
+        return False
+
+
+@contextmanager
+def holding_orphans() -> Iterator[None]:
+    """No orphan is reaped inside this block.
+
+    For a child that hands its own child over to us and exits (``runc exec
+    --detach``): the grandchild's pid is known only once the child has
+    written it down, and if it exited by then its zombie must stay for its
+    owner. The caller registers it with :func:`keep_off` before leaving the
+    block; orphans that died meanwhile are reaped on the next round.
+    """
+    global _holds
+    with _spawn_lock:
+        _holds += 1
+    try:
+        yield
+    finally:
+        with _spawn_lock:
+            _holds -= 1
 
 
 def keep_off(pid: int) -> None:
@@ -117,13 +150,16 @@ def reap_orphans() -> list[int]:
     The scan runs outside the spawn lock, so no runc or conmon spawn waits
     behind it. That is safe: a zombie the scan saw was forked before it, so
     if :func:`popen` forked it, that popen has registered it in ``_own`` by
-    the time the lock is ours.
+    the time the lock is ours. Nothing is reaped while a
+    :func:`holding_orphans` block is open; the next round catches up.
     """
     zombies = _zombie_children()
     if not zombies:
         return []
     reaped = []
     with _spawn_lock:
+        if _holds:
+            return []
         for pid in zombies:
             if pid in _own:
                 continue

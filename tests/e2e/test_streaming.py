@@ -12,6 +12,7 @@ client that connects right after the RPC, short enough to test expiry.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 import registry_env
 import stream_client as sc
@@ -324,6 +326,63 @@ def test_exec_tty_with_resize(target: tuple[Pod, str], transport: str) -> None:
     # one terminal between the process and the client: its output processing turns
     # each \n into \r\n once (a second, cooked terminal in the path would add another \r)
     assert b"on-a-tty\r\n" in out and b"\r\r\n" not in out, out
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_exec_tty_exit_codes(target: tuple[Pod, str], transport: str) -> None:
+    """A TTY exec's own status: the daemon reaps the process itself, including one
+    that ends at once (possibly before the runtime that started it has exited)."""
+    pod, cid = target
+    cases = [(["sh", "-c", "echo bye; exit 7"], 7), (["sh", "-c", "kill -9 $$"], 137)]
+    cases += [(["true"], 0), (["false"], 1)] * 3
+    for cmd, code in cases:
+        r = run_exec(transport, pod.rt, cid, cmd, stderr=False, tty=True)
+        if code == 0:
+            assert is_success(r), (cmd, r)
+        else:
+            assert r.exit_code == code, (cmd, r)
+    r = run_exec(transport, pod.rt, cid, ["/no/such/command"], stderr=False, tty=True)
+    assert r.exit_code not in (None, 0) and b"/no/such/command" in r.stdout, r
+    _assert_no_zombie_children(pod.d.proc.pid)
+
+
+def _assert_no_zombie_children(pid: int) -> None:
+    """Every exec'd process was reaped: none is left a zombie of the daemon's
+    (orphans of others are reaped within a second)."""
+    deadline = time.monotonic() + 5
+    while zombies := _zombie_children(pid):
+        assert time.monotonic() < deadline, zombies
+        time.sleep(0.1)
+
+
+def _zombie_children(pid: int) -> list[int]:
+    zombies = []
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                zombies.append(child.pid)
+    return zombies
+
+
+def _cmdlines(pod: Pod, cid: str) -> bytes:
+    return pod.exec(cid, "sh", "-c", "cat /proc/[0-9]*/cmdline").stdout
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_exec_tty_killed_when_the_client_goes_away(target: tuple[Pod, str], transport: str) -> None:
+    """The exec'd process and what it started in its group die with the session."""
+    pod, cid = target
+    script = "sleep 4343 & echo started; sleep 4242"
+    with open_exec(
+        transport, pod.rt, cid, ["sh", "-c", script], stdin=True, stderr=False, tty=True
+    ) as s:
+        s.read_until(b"started")
+        assert b"sleep\x004242" in _cmdlines(pod, cid)
+    deadline = time.monotonic() + 15
+    while (left := _cmdlines(pod, cid)) and (b"4242" in left or b"4343" in left):
+        assert time.monotonic() < deadline, left
+        time.sleep(0.1)
+    _assert_no_zombie_children(pod.d.proc.pid)
 
 
 @pytest.mark.parametrize("protocol", ["v4.base64.channel.k8s.io", "base64.channel.k8s.io"])

@@ -108,3 +108,34 @@ def test_zombie_children_are_found_from_the_children_files() -> None:
     finally:
         os.waitpid(pid, 0)
     assert pid not in reaper._zombie_children()
+
+
+HOLD_SCRIPT = r"""
+import os, time
+from pycrio import reaper
+
+assert not reaper.is_subreaper()
+assert reaper.set_subreaper() and reaper.is_subreaper()
+# As `runc exec --detach`: a child starts a grandchild that exits at once, prints
+# its pid and exits; the grandchild's zombie is re-parented to us.
+with reaper.holding_orphans():
+    out = reaper.run(["sh", "-c", "(sh -c 'exit 5' & echo $!)"], timeout=5, capture_output=True)
+    pid = int(out.stdout)
+    time.sleep(0.3)
+    assert open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[:2] == ["Z", str(os.getpid())]
+    assert reaper.reap_orphans() == []  # held: its exit status stays for its owner
+    reaper.keep_off(pid)
+assert reaper.reap_orphans() == []  # registered: still left alone
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 5
+reaper.release(pid)
+print("ok")
+"""
+
+
+def test_held_orphans_keep_their_exit_status() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", HOLD_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

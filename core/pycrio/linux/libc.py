@@ -17,6 +17,7 @@ MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 CLONE_NEWNET = 0x40000000
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [
@@ -80,3 +81,11 @@ def set_child_subreaper(on: bool = True) -> None:
     """prctl(PR_SET_CHILD_SUBREAPER): orphans of our descendants become our children."""
     if _libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
         raise _error()
+
+
+def is_child_subreaper() -> bool:
+    """prctl(PR_GET_CHILD_SUBREAPER): whether orphans of our descendants come to us."""
+    flag = ctypes.c_int(0)
+    if _libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(flag), 0, 0, 0) != 0:
+        raise _error()
+    return bool(flag.value)
