@@ -88,7 +88,9 @@ class OCIRuntimeCLI(RuntimeDriver):
             or os.path.join(ctx.run_dir, "attach")
         )
         self.runtime_args: list[str] = list(opts.get("runtime_args") or [])
-        self.systemd_cgroup = bool(opts.get("systemd_cgroup", False))
+        # with the systemd cgroup manager, cgroupsPath is slice:prefix:name
+        cgroup_manager = ctx.config.data.get("runtime", {}).get("cgroup_manager")
+        self.systemd_cgroup = bool(opts.get("systemd_cgroup", cgroup_manager == "systemd"))
         self.monitor_log_level: str = opts.get("monitor_log_level") or "info"
         self.monitor_syslog = bool(opts.get("monitor_syslog", False))
         self.no_pivot = bool(opts.get("no_pivot", False))
@@ -208,6 +210,9 @@ class OCIRuntimeCLI(RuntimeDriver):
         cgroups: list[str] = []
 
         def place(pid: int) -> None:
+            if request.place_monitor is not None:
+                request.place_monitor(pid)
+                return
             cgroups.extend(monitor_cgroup.place(pid, request.cgroup_parent, request.container_id))
 
         record = conmon.MonitorRecord(
