@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pycrio.errors import InvalidArgument
+from pycrio.kernel.oci_resources import integer
+from pycrio.kernel.oci_resources import section as _section
 
 INFINITY = (1 << 64) - 1
 #: systemd's CPUQuotaPerSecUSec has a granularity of 10ms (runc rounds up too).
@@ -94,21 +96,8 @@ def cpu_mask(text: str, where: str) -> bytes:
     return bytes(mask)
 
 
-def _section(resources: dict[str, Any], key: str) -> dict[str, Any]:
-    value = resources.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"linux.resources.{key} must be an object, not {value!r}")
-    return value
-
-
-def _int(section: dict[str, Any], key: str, where: str) -> int:
-    value = section.get(key)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"linux.resources.{where}.{key} must be an integer, not {value!r}")
+def _int(part: dict[str, Any], key: str, where: str) -> int:
+    value = integer(part, key, where)
     if value < -1:
         raise InvalidArgument(f"linux.resources.{where}.{key} must be -1 or more, not {value}")
     return value
