@@ -24,6 +24,15 @@ from pycrio.errors import FailedPrecondition, InvalidArgument, NotFound
 from pycrio.kernel.interfaces import CgroupDriver, DriverContext
 
 MiB = 1 << 20
+CHILD = """
+import sys
+sys.stdin.readline()
+data = bytearray(16 << 20)
+for i in range(0, len(data), 4096):
+    data[i] = 1
+print("ok", flush=True)
+sys.stdin.readline()
+"""
 
 
 def _systemd_pid1() -> bool:
@@ -162,10 +171,10 @@ def test_scope_stats_and_removal_never_kills(driver: SystemdCgroupDriver, top: s
     pod = driver.pod_cgroup(f"{top}-pod1.slice", "p2", {"memory": {"limit": 128 * MiB}})
     path = driver.container_cgroups_path(pod, "c0ffee")
     assert path == f"{pod}:pycrio:c0ffee"
+    # memory is charged where it is allocated and does not move with a process
+    # on v2: the child allocates only once it is in the scope
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; b = b'x' * (16 << 20); sys.stdin.readline()"],
-        stdin=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         # what the OCI runtime does with --systemd-cgroup: a delegated scope in the slice
@@ -177,6 +186,9 @@ def test_scope_stats_and_removal_never_kills(driver: SystemdCgroupDriver, top: s
         cgroup = f"/sys/fs/cgroup{cgroup_of(path)}"
         wait_for(lambda: str(child.pid) in read(f"{cgroup}/cgroup.procs").split(), "the move")
         assert systemctl_show("pycrio-c0ffee.scope", "Delegate")["Delegate"] == "yes"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "ok\n"
         usage = driver.stats(path)
         assert usage.memory_usage_bytes > 8 * MiB
         assert usage.pids == 1

@@ -125,11 +125,11 @@ def ensure_image(packages: list[str]) -> Path:
                 check=True,
                 timeout=1200,
             )
-            subprocess.run(
-                ["bash", str(HERE / "build_image.sh"), str(image), wheelhouse, *packages],
-                check=True,
-                timeout=2400,
-            )
+            build = ["bash", str(HERE / "build_image.sh"), str(image), wheelhouse, *packages]
+            if subprocess.run(build, timeout=2400).returncode != 0:
+                # a mirror hiccup should not fail CI: one more try from scratch
+                log("image build failed; retrying once")
+                subprocess.run(build, check=True, timeout=2400)
         for old in CACHE.glob("debian12-*"):
             if old != image:
                 shutil.rmtree(old, ignore_errors=True)
@@ -170,13 +170,16 @@ def copy_project(dest: Path) -> None:
 
 def build_wheels(src: Path, dest: Path) -> None:
     projects = [src] + sorted(p.parent for p in src.glob("plugins/*/pyproject.toml"))
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
         + ["-w", str(dest), *map(str, projects)],
-        check=True,
         timeout=600,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
+    if built.returncode != 0:  # setuptools' warnings only matter when the build failed
+        sys.stderr.write(built.stdout + built.stderr)
+        built.check_returncode()
 
 
 def run_script(pytest_args: list[str]) -> str:
