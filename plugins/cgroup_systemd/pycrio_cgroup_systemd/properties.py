@@ -4,7 +4,7 @@ Why properties and not cgroup files: systemd owns every cgroup below a unit
 and rewrites the files from the unit's properties on each reload; a limit
 written behind its back is lost. So each limit systemd knows becomes a
 property (as runc's systemd driver and the kubelet do), and only the few it
-has no property for (hugetlb, v1 cpuset and swap, unknown ``unified`` keys)
+has no property for (hugetlb, v1 swap, unknown ``unified`` keys)
 are written to the unit's cgroup files afterwards.
 
 Values are jeepney variants, ``(signature, value)``. Zero means "leave
@@ -131,11 +131,14 @@ def _cpu(cpu: dict[str, Any], v2: bool, out: Translation) -> None:
         if not isinstance(value, str):
             raise InvalidArgument(f"linux.resources.cpu.{key} must be a string, not {value!r}")
         mask = cpu_mask(value, f"cpu.{key}")
-        if v2:
-            out.properties.append((prop, ("ay", mask)))
-        else:
-            # systemd has no cpuset support on cgroup v1: the file, as runc does
-            out.files.append(FileWrite("cpuset", f"cpuset.{key}", value))
+        if not v2:
+            # systemd has no cpuset on v1 and makes no cpuset directory for a
+            # slice; runc handles the containers' own, the pod level is refused
+            raise InvalidArgument(
+                f"linux.resources.cpu.{key} on a pod slice needs cgroup v2 with the systemd"
+                " driver (systemd has no cpuset support on cgroup v1)"
+            )
+        out.properties.append((prop, ("ay", mask)))
 
 
 def _memory(memory: dict[str, Any], v2: bool, out: Translation) -> None:

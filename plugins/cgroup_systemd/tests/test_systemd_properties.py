@@ -39,7 +39,12 @@ def test_v2_properties() -> None:
 
 
 def test_v1_properties_and_files() -> None:
-    tr = translate(POD, v2=False)
+    resources = {
+        "cpu": {"shares": 1024, "quota": 50000, "period": 100000},
+        "memory": {"limit": 256 << 20, "swap": 512 << 20},
+        "pids": {"limit": 100},
+    }
+    tr = translate(resources, v2=False)
     assert dict(tr.properties) == {
         "CPUShares": ("t", 1024),
         "CPUQuotaPeriodUSec": ("t", 100000),
@@ -47,8 +52,14 @@ def test_v1_properties_and_files() -> None:
         "MemoryLimit": ("t", 256 << 20),
         "TasksMax": ("t", 100),
     }
-    # systemd has no cpuset on v1: written to the file, as runc does
-    assert tr.files == [FileWrite("cpuset", "cpuset.cpus", "0-1")]
+    # no property for memory+swap on v1: the file, skipped without swap accounting
+    assert tr.files == [
+        FileWrite("memory", "memory.memsw.limit_in_bytes", str(512 << 20), optional=True)
+    ]
+    # systemd has no cpuset on v1: refused for a pod slice before anything is made
+    with pytest.raises(InvalidArgument) as e:
+        translate(POD, v2=False)
+    assert "cgroup v2" in e.value.message
 
 
 def test_unlimited_and_unchanged() -> None:

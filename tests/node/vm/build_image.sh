@@ -23,19 +23,26 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 [[ $EUID -eq 0 ]] || { echo "build_image.sh: must run as root" >&2; exit 1; }
 mkdir -p "$(dirname "$dest")"
-work=$(mktemp -d "$(dirname "$dest")/.build.XXXXXX")
-root=$work/root
 
-cleanup() {
+remove_build_dir() {
     # debootstrap's second stage mounts /proc (and maybe more) in the chroot:
     # unmount whatever is left, deepest first, before removing anything.
-    local m
+    local dir=$1 m
     while read -r m; do
         umount -l "$m" || true
-    done < <(findmnt -rn -o TARGET | grep -F "$root" | sort -r)
-    rm -rf --one-file-system "$work"
+    done < <(findmnt -rn -o TARGET | grep -F "$dir/" | sort -r)
+    rm -rf --one-file-system "$dir"
 }
-trap cleanup EXIT
+# a build killed before its trap ran (run.py holds a lock: none is running now)
+for stale in "$(dirname "$dest")"/.build.*; do
+    if [[ -d $stale ]]; then
+        remove_build_dir "$stale"
+    fi
+done
+
+work=$(mktemp -d "$(dirname "$dest")/.build.XXXXXX")
+root=$work/root
+trap 'remove_build_dir "$work"' EXIT
 
 packages=$(IFS=,; echo "$*")
 echo "build_image: debootstrap (first stage) from $mirror"
