@@ -133,6 +133,9 @@ def ensure_image(packages: list[str]) -> Path:
         for old in CACHE.glob("debian12-*"):
             if old != image:
                 shutil.rmtree(old, ignore_errors=True)
+        for probe in CACHE.glob("kvm-probe-*"):
+            if not probe.name.endswith(image.name):
+                probe.unlink()
         log(f"image built in {time.monotonic() - started:.0f}s")
         return image
 
