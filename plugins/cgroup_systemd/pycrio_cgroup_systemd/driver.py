@@ -34,8 +34,23 @@ from pycrio.errors import (
     InvalidArgument,
     NotFound,
 )
-from pycrio.kernel.cgroup_stats import stats_v1, stats_v2
-from pycrio.kernel.interfaces import CgroupDriver, CgroupStats, DriverContext, Resources
+from pycrio.kernel.cgroup_stats import (
+    hugepage_sizes,
+    pressure_accounted,
+    processes,
+    stats_v1,
+    stats_v2,
+)
+from pycrio.kernel.interfaces import (
+    MEASURE_CPU_QUOTA,
+    MEASURE_HUGETLB,
+    MEASURE_MEMORY_RESERVATION,
+    MEASURE_PRESSURE,
+    CgroupDriver,
+    CgroupStats,
+    DriverContext,
+    Resources,
+)
 
 from .manager import NO_SUCH_UNIT, UNIT_EXISTS, Manager, SystemdError
 from .properties import FileWrite, Property, Translation, accounting_properties, translate
@@ -112,6 +127,8 @@ class SystemdCgroupDriver(CgroupDriver):
         self.manager = manager or Manager("SYSTEM" if bus == "system" else bus, timeout)
         self.root = cgroup_root
         self.v2 = os.path.exists(os.path.join(cgroup_root, "cgroup.controllers"))
+        self.hugepage_sizes = hugepage_sizes()
+        self._measurable = self._probe_measurable()
         # creation and its rollback are serialised: two pods of one slice
         # must not both decide to create it
         self._create_lock = threading.Lock()
@@ -191,10 +208,10 @@ class SystemdCgroupDriver(CgroupDriver):
         _slice, unit = split_path(path)
         cgroup = cgroup_of(path)
         deadline = time.monotonic() + self.remove_timeout
-        pids = self._pids(cgroup)
+        pids = processes(self._tracking_dir(cgroup), _read)
         while pids and time.monotonic() < deadline:
             time.sleep(0.05)
-            pids = self._pids(cgroup)
+            pids = processes(self._tracking_dir(cgroup), _read)
         if pids:
             raise FailedPrecondition(
                 f"systemd unit {unit} still has processes {', '.join(map(str, pids[:10]))};"
@@ -216,11 +233,25 @@ class SystemdCgroupDriver(CgroupDriver):
             base = self.root + cgroup
             if not os.path.isdir(base):
                 raise NotFound(f"cgroup of {path} ({base}) does not exist")
-            return stats_v2(lambda _controller, file: _read(f"{base}/{file}"))
-        bases = {c: self._v1_dir(c, cgroup) for c in ("cpuacct", "memory", "pids")}
-        if not any(os.path.isdir(b) for b in bases.values()):
+            stats = stats_v2(lambda _controller, file: _read(f"{base}/{file}"), self.hugepage_sizes)
+            stats.processes = processes(base, _read)
+            return stats
+        if not any(os.path.isdir(self._v1_dir(c, cgroup)) for c in ("memory", "pids", "cpu")):
             raise NotFound(f"cgroup of {path} ({cgroup}) does not exist")
-        return stats_v1(lambda controller, file: _read(f"{bases[controller]}/{file}"))
+        unified = f"{self.root}/unified"
+
+        def read(controller: str, file: str) -> str | None:
+            # "unified": the cgroup2 side of a hybrid node, where PSI lives
+            if controller == "unified":
+                return _read(f"{unified}{cgroup}/{file}") if os.path.isdir(unified) else None
+            return _read(f"{self._v1_dir(controller, cgroup)}/{file}")
+
+        stats = stats_v1(read, self.hugepage_sizes)
+        stats.processes = processes(self._tracking_dir(cgroup), _read)
+        return stats
+
+    def measurable(self) -> frozenset[str]:
+        return self._measurable
 
     def place_monitor(self, pid: int, pod_cgroup: str, container_id: str) -> None:
         """Put conmon in ``<prefix>-conmon-<id>.scope`` in the pod's or the configured slice."""
@@ -295,6 +326,26 @@ class SystemdCgroupDriver(CgroupDriver):
                     f"cannot set {write.file}={write.value!r} on {path}: {e.strerror}"
                 ) from e
 
+    def _probe_measurable(self) -> frozenset[str]:
+        """What this node's cgroups tell beyond the basic counters (see CgroupDriver)."""
+        if self.v2:
+            controllers = set((_read(f"{self.root}/cgroup.controllers") or "").split())
+        else:
+            controllers = {
+                c for c in ("cpu", "memory", "hugetlb") if os.path.isdir(self._v1_dir(c, ""))
+            }
+        found = set()
+        if "cpu" in controllers:
+            found.add(MEASURE_CPU_QUOTA)
+        if "memory" in controllers:
+            found.add(MEASURE_MEMORY_RESERVATION)
+        if "hugetlb" in controllers and self.hugepage_sizes:
+            found.add(MEASURE_HUGETLB)
+        has_v2 = self.v2 or os.path.isdir(f"{self.root}/unified")
+        if has_v2 and pressure_accounted():
+            found.add(MEASURE_PRESSURE)
+        return frozenset(found)
+
     def _tracking_dir(self, cgroup: str) -> str:
         """Where the unit's processes are listed: v2, hybrid's unified or v1's name=systemd."""
         if self.v2:
@@ -303,15 +354,6 @@ class SystemdCgroupDriver(CgroupDriver):
         if os.path.isdir(unified):
             return unified + cgroup
         return f"{self.root}/systemd{cgroup}"
-
-    def _pids(self, cgroup: str) -> list[int]:
-        """Processes anywhere below the unit's cgroup (empty when it is gone)."""
-        pids: list[int] = []
-        for directory, _dirs, files in os.walk(self._tracking_dir(cgroup)):
-            if "cgroup.procs" in files:
-                text = _read(f"{directory}/cgroup.procs") or ""
-                pids.extend(int(p) for p in text.split() if p.isdigit())
-        return pids
 
 
 def _read(path: str) -> str | None:
