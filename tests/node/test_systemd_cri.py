@@ -133,6 +133,17 @@ def test_pods_and_containers_in_slices_and_scopes(
     assert show(scope, "MemoryMax") == {"MemoryMax": str(96 * MiB)}
     assert read(f"{scope_cgroup}/memory.max") == str(96 * MiB)
 
+    # UpdatePodSandboxResources: SetUnitProperties on the pod slice
+    pod.rt.UpdatePodSandboxResources(
+        api_pb2.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod.id,
+            resources=api_pb2.LinuxContainerResources(memory_limit_in_bytes=384 * MiB),
+        ),
+        timeout=30,
+    )
+    assert show(pod_slice, "MemoryMax") == {"MemoryMax": str(384 * MiB)}
+    assert read(f"{pod_cgroup}/memory.max") == str(384 * MiB)
+
     # stats from the units' cgroup files
     pod.out(cid, "sh", "-c", "dd if=/dev/zero of=/dev/shm/f bs=1M count=8 2>/dev/null")
     stats = pod.rt.ContainerStats(api_pb2.ContainerStatsRequest(container_id=cid)).stats
@@ -140,6 +151,8 @@ def test_pods_and_containers_in_slices_and_scopes(
     assert stats.cpu.usage_core_nano_seconds.value > 0
     pstats = pod.rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=pod.id)).stats
     assert pstats.linux.memory.working_set_bytes.value >= stats.memory.working_set_bytes.value
+
+    assert pstats.linux.process.process_count.value >= 2  # the container's and conmon's
 
     # systemd reloading and re-executing while the pod runs: nothing moves or dies
     for verb in ("daemon-reload", "daemon-reexec"):
