@@ -90,7 +90,10 @@ class OCIRuntimeCLI(RuntimeDriver):
         self.runtime_args: list[str] = list(opts.get("runtime_args") or [])
         # with the systemd cgroup manager, cgroupsPath is slice:prefix:name
         cgroup_manager = ctx.config.data.get("runtime", {}).get("cgroup_manager")
-        self.systemd_cgroup = bool(opts.get("systemd_cgroup", cgroup_manager == "systemd"))
+        systemd_cgroup = opts.get("systemd_cgroup")
+        self.systemd_cgroup = (
+            cgroup_manager == "systemd" if systemd_cgroup is None else bool(systemd_cgroup)
+        )
         self.monitor_log_level: str = opts.get("monitor_log_level") or "info"
         self.monitor_syslog = bool(opts.get("monitor_syslog", False))
         self.no_pivot = bool(opts.get("no_pivot", False))

@@ -91,7 +91,6 @@ def test_handler_tables_merge_and_fill_defaults(tmp_path: Path, empty_dir: str) 
         # the crun driver's own options (declared by it)
         "attach_socket_dir": "",
         "runtime_args": [],
-        "systemd_cgroup": False,
         "monitor_log_level": "info",
         "monitor_syslog": False,
         "no_pivot": False,
@@ -130,7 +129,9 @@ def test_handler_tables_take_their_drivers_options(tmp_path: Path, empty_dir: st
         ["--debug"],
         30,
     )
-    assert (crun["command_timeout"], crun["systemd_cgroup"]) == (5.5, False)
+    assert crun["command_timeout"] == 5.5
+    # unset: the runtime driver follows [runtime] cgroup_manager
+    assert "systemd_cgroup" not in crun
 
 
 def test_a_key_of_a_plugin_that_is_not_installed_names_the_plugin(
