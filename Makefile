@@ -10,10 +10,14 @@ DEB_PACKAGES := python3 python3-venv python3-pip ca-certificates openssl \
 	skopeo docker-registry apache2-utils busybox-static \
 	iptables nftables iproute2 util-linux gnupg
 
+# What the host needs to run the node test tier (tests/node): a Debian 12 VM
+# with systemd and cgroup v2 under qemu, its image made with debootstrap.
+NODE_HOST_PACKAGES := qemu-system-x86 seabios debootstrap e2fsprogs
+
 PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGIN_PROJECTS))
 
-.PHONY: install run test lint format clean
+.PHONY: install run test test-node lint format clean print-deb-packages
 
 install: .stamps/deb $(VENV)/.installed /etc/cni/net.d
 
@@ -25,7 +29,7 @@ install: .stamps/deb $(VENV)/.installed /etc/cni/net.d
 
 .stamps/deb: Makefile
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) $(NODE_HOST_PACKAGES) >/dev/null
 	@mkdir -p .stamps && touch $@
 
 $(VENV)/.installed: Makefile pyproject.toml $(PLUGIN_PROJECTS)
@@ -43,6 +47,15 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest
+	$(MAKE) test-node
+
+# The node tier: tests that need systemd as PID 1 and pure cgroup v2 run in a
+# qemu VM (tests/node/vm/run.py); its image is cached in /var/cache/pycrio-vm.
+test-node: install
+	$(PY) tests/node/vm/run.py
+
+print-deb-packages:
+	@echo $(DEB_PACKAGES)
 
 format: install
 	$(VENV)/bin/ruff format .

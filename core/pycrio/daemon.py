@@ -146,6 +146,8 @@ class Daemon:
 
     def run(self) -> int:
         logs.setup(self.config.log_level)
+        for note in self.config.notes:
+            log.info("%s", note)
         self._install_signal_handlers()
         try:
             kernel = build_kernel(self.config, core_plugins)

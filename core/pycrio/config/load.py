@@ -399,8 +399,37 @@ def load(
         _complete_handlers(cfg.data, decl)
         _check_handlers(cfg.data, decl)
         _fill_declared(cfg.data, decl)
+        resolve_cgroup_manager(cfg)
         _check_whole(cfg)
     except ConfigError as e:
         # a check across files: say which files the configuration came from
         raise ConfigError(f"{e} (configuration read from: {', '.join(cfg.sources)})") from e
     return cfg
+
+
+#: systemd creates this directory when it boots as PID 1 (sd_booted(3)).
+SYSTEMD_RUNTIME_DIR = "/run/systemd/system"
+
+
+def resolve_cgroup_manager(cfg: Config, systemd_dir: str = SYSTEMD_RUNTIME_DIR) -> None:
+    """Turn an empty ``[runtime] cgroup_manager`` into systemd or cgroupfs.
+
+    Why: on a systemd node the kubelet's usual --cgroup-driver is systemd and
+    cgroups made behind systemd's back get moved or killed by it, so systemd
+    is the right default there (as in CRI-O); elsewhere there is no systemd to
+    ask and cgroupfs is the only choice. The reason goes to ``cfg.notes`` so
+    the daemon can log it.
+    """
+    runtime = cfg.data["runtime"]
+    if runtime.get("cgroup_manager"):
+        return
+    if os.path.isdir(systemd_dir):
+        runtime["cgroup_manager"] = "systemd"
+        why = f"{systemd_dir} exists: the node runs systemd"
+    else:
+        runtime["cgroup_manager"] = "cgroupfs"
+        why = f"{systemd_dir} does not exist: the node does not run systemd"
+    cfg.notes.append(
+        f"runtime.cgroup_manager is not set; using {runtime['cgroup_manager']!r} because {why}"
+        " (the kubelet's --cgroup-driver must say the same)"
+    )

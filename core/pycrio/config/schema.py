@@ -265,9 +265,10 @@ OPTIONS: tuple[Option, ...] = (
         "runtime",
         "cgroup_manager",
         STR,
-        "cgroupfs",
-        "Cgroup driver (entry point in the `pycrio.cgroup` group); tell the kubelet the same"
-        " with --cgroup-driver.",
+        "",
+        "Cgroup driver (entry point in the `pycrio.cgroup` group: systemd or cgroupfs); tell"
+        " the kubelet the same with --cgroup-driver. Empty means systemd when the node runs"
+        " systemd (/run/systemd/system exists), else cgroupfs.",
     ),
     Option(
         "runtime",
@@ -605,6 +606,8 @@ class Config:
     sources: list[str] = field(default_factory=list)
     #: the options plugins and drivers declared, as the loader validated them
     declared: tuple[Option, ...] = ()
+    #: Why a value was decided at load time (an empty cgroup_manager), for the log.
+    notes: list[str] = field(default_factory=list)
 
     def get(self, dotted: str) -> Any:
         node: Any = self.data

@@ -415,6 +415,7 @@ class ContainerService:
                 stdin=record.stdin,
                 stdin_once=record.stdin_once,
                 log_size_max=self.kernel.config.get("runtime.log_size_max"),
+                place_monitor=self._monitor_placer(sandbox, record.id),
             )
         )
 
@@ -428,6 +429,14 @@ class ContainerService:
             entry["source"] = sources[volume.index] = image_volumes.source(volume, root)
         self._store().save(record)
         return sources
+
+    def _monitor_placer(self, sandbox: SandboxRecord, container_id: str) -> Any:
+        """The cgroup driver's placement of this container's monitor, if the pod has a cgroup."""
+        driver = self.kernel.cgroup_driver
+        if driver is None or not sandbox.cgroup_path:
+            return None
+        pod_cgroup = sandbox.cgroup_path
+        return lambda pid: driver.place_monitor(pid, pod_cgroup, container_id)
 
     def _adjust(
         self,

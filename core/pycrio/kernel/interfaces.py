@@ -20,6 +20,7 @@ synchronous: the daemon serves each call on its own thread.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +102,10 @@ class CreateRequest:
     stdin_once: bool = False
     log_size_max: int = -1  # bytes; -1 for no limit
     cgroup_parent: str = ""  # where the monitor process itself is placed ("" = leave it)
+    #: Called with the monitor's pid before it starts the container, so the
+    #: cgroup driver can put it in its cgroup (CgroupDriver.place_monitor);
+    #: None leaves placement to ``cgroup_parent``.
+    place_monitor: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -336,6 +341,14 @@ class CgroupDriver(Driver):
         have a value for it; a driver that cannot tell returns nothing extra.
         """
         return frozenset()
+
+    def place_monitor(self, pid: int, pod_cgroup: str, container_id: str) -> None:  # noqa: B027
+        """Put a container's monitor process (conmon) where this driver keeps monitors.
+
+        Called before the monitor starts the container. The systemd driver
+        makes a scope for it (CRI-O's conmon_cgroup); by default it stays
+        where the runtime driver put it.
+        """
 
 
 # --- pycrio.network ---------------------------------------------------------

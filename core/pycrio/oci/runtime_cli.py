@@ -88,7 +88,12 @@ class OCIRuntimeCLI(RuntimeDriver):
             or os.path.join(ctx.run_dir, "attach")
         )
         self.runtime_args: list[str] = list(opts.get("runtime_args") or [])
-        self.systemd_cgroup = bool(opts.get("systemd_cgroup", False))
+        # with the systemd cgroup manager, cgroupsPath is slice:prefix:name
+        cgroup_manager = ctx.config.data.get("runtime", {}).get("cgroup_manager")
+        systemd_cgroup = opts.get("systemd_cgroup")
+        self.systemd_cgroup = (
+            cgroup_manager == "systemd" if systemd_cgroup is None else bool(systemd_cgroup)
+        )
         self.monitor_log_level: str = opts.get("monitor_log_level") or "info"
         self.monitor_syslog = bool(opts.get("monitor_syslog", False))
         self.no_pivot = bool(opts.get("no_pivot", False))
@@ -208,6 +213,9 @@ class OCIRuntimeCLI(RuntimeDriver):
         cgroups: list[str] = []
 
         def place(pid: int) -> None:
+            if request.place_monitor is not None:
+                request.place_monitor(pid)
+                return
             cgroups.extend(monitor_cgroup.place(pid, request.cgroup_parent, request.container_id))
 
         record = conmon.MonitorRecord(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pycrio.errors import InvalidArgument
+from pycrio.kernel.oci_resources import integer as _int
+from pycrio.kernel.oci_resources import section as _section
 
 _PAGE_SIZE_RE = re.compile(r"^[1-9][0-9]*(KB|MB|GB|TB|PB)$")
 _UNIFIED_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.]+$")
@@ -83,25 +85,6 @@ def memory_swap_to_v2(swap: int, memory: int) -> int:
 
 
 # --- input checking ---------------------------------------------------------
-
-
-def _section(resources: dict[str, Any], key: str) -> dict[str, Any]:
-    value = resources.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"linux.resources.{key} must be an object, not {value!r}")
-    return value
-
-
-def _int(section: dict[str, Any], key: str, where: str) -> int:
-    """An integer field; absent or None is 0, anything else not an int is refused."""
-    value = section.get(key)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"linux.resources.{where}.{key} must be an integer, not {value!r}")
-    return value
 
 
 def _opt_int(section: dict[str, Any], key: str, where: str) -> int | None:

@@ -31,9 +31,9 @@ OPTIONS: tuple[Option, ...] = (
         HANDLER_TABLE,
         "systemd_cgroup",
         BOOL,
-        False,
+        None,
         "Pass --systemd-cgroup to the runtime and -s to conmon: cgroupsPath is a systemd"
-        " slice:prefix:name, for the systemd cgroup manager.",
+        " slice:prefix:name. Unset: true exactly when [runtime] cgroup_manager is systemd.",
     ),
     Option(
         HANDLER_TABLE,

@@ -103,7 +103,7 @@ def test_annotated_defaults_include_declared_options_with_their_help() -> None:
     assert "[plugins.cgroupfs]" in text and "[plugins.oci_hooks]" in text
     assert "# dirs = (not set)" in text
     runc = text.split("[runtime.runtimes.runc]", 1)[1].split("\n[", 1)[0]
-    assert "systemd_cgroup = false" in runc
+    assert "# systemd_cgroup = (not set)" in runc
     assert "# Seconds a container create through conmon may take. (declared by runc)" in runc
     hooks = text.split("\nhooks_dir = ", 1)[0].rsplit("\n", 1)[1]
     assert hooks.startswith("# Hooks directories") and "(declared by oci_hooks)" in hooks

@@ -1,0 +1,1 @@
+"""pycrio systemd cgroup driver."""
