@@ -22,7 +22,7 @@ import tty as tty_
 
 from pycrio import reaper
 from pycrio.kernel.interfaces import ExecProcess
-from pycrio.oci import exec_sync
+from pycrio_runtime_runc import exec_sync
 
 
 class CLIExecProcess(ExecProcess):
