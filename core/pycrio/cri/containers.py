@@ -118,7 +118,8 @@ class ContainerService:
         # one writer of a record's file at a time, so the last save is the newest
         self._save_locks: dict[str, threading.Lock] = {}
         self.run_root = os.path.join(kernel.config.runroot, "containers")
-        self._list_entries = EncodedEntries(1)  # ListContainersResponse.containers
+        self._list_entries = EncodedEntries(1)
+        self._list_cached: tuple[int, Any] | None = None  # ListContainersResponse.containers
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -219,11 +220,13 @@ class ContainerService:
         with self._guard:
             return self._exited.setdefault(container_id, threading.Event())
 
-    def _save(self, record: ContainerRecord) -> None:
+    def _save(self, record: ContainerRecord, *, durable: bool = True) -> None:
+        """Write the record, one writer at a time; ``durable=False`` for what the
+        runtime driver reports again after a restart (started, exited)."""
         with self._guard:
             lock = self._save_locks.setdefault(record.id, threading.Lock())
         with lock:
-            self._store().save(record)
+            self._store().save(record, durable=durable)
 
     def exit_reported(self, container_id: str, status: ExitStatus) -> None:
         """The runtime driver's exit listener: record the exit, wake stop, publish it.
@@ -249,7 +252,7 @@ class ContainerService:
             if status.message:
                 record.message = status.message
             record.state = EXITED  # last: a reader seeing EXITED sees the rest
-        self._save(record)
+        self._save(record, durable=False)  # recover() reports it again after a crash
         self._exit_event(container_id).set()
         call_each(
             self.kernel,
@@ -342,6 +345,8 @@ class ContainerService:
         store = self._store()
         record.state_dir = os.path.join(self.run_root, record.id)
         record.bundle = os.path.join(record.state_dir, "bundle")
+        # rootfs_created before anything is made: undoing a missing rootfs is a no-op
+        record.rootfs_created = True
         store.save(record)
         try:
             self._build(record, request, sandbox, image, ctx)
@@ -371,10 +376,7 @@ class ContainerService:
         store = self._store()
         assert self.rootfs is not None
         os.makedirs(record.bundle, mode=0o700, exist_ok=True)
-        record.rootfs_created = True
-        store.save(record)
         record.rootfs = self.rootfs.create(record.id, image.layers)
-        store.save(record)
         cgroup = self.kernel.cgroup_driver
         if cgroup is not None and sandbox.cgroup_path:
             record.cgroups_path = cgroup.container_cgroups_path(sandbox.cgroup_path, record.id)
@@ -426,7 +428,10 @@ class ContainerService:
             "gid": proc_user.get("gid", 0),
             "supplemental_groups": proc_user.get("additionalGids", []),
         }
-        write_atomic(os.path.join(record.bundle, "config.json"), json.dumps(spec).encode())
+        # not synced: the bundle is under the (volatile) runroot and is read at create
+        write_atomic(
+            os.path.join(record.bundle, "config.json"), json.dumps(spec).encode(), sync=False
+        )
         os.makedirs(os.path.dirname(record.log_path), mode=0o755, exist_ok=True)
         record.runtime_created = True
         store.save(record)
@@ -550,7 +555,7 @@ class ContainerService:
             with self._transition:
                 if record.state == CREATED:
                     record.state = RUNNING
-            self._save(record)
+            self._save(record, durable=False)  # _reconcile asks the runtime after a crash
         call_each(
             self.kernel,
             "pycrio_container_event",
@@ -678,6 +683,10 @@ class ContainerService:
         self, request: api_pb2.ListContainersRequest, ctx: CallContext
     ) -> api_pb2.ListContainersResponse:
         f = request.filter if request.HasField("filter") else None
+        generation = self._store().generation  # before reading: a change meanwhile moves it
+        cached = self._list_cached
+        if f is None and cached is not None and cached[0] == generation:
+            return cached[1]  # nothing saved or deleted since: the same answer
         listed = self._listed()
         entries = []
         for r in listed:
@@ -688,7 +697,10 @@ class ContainerService:
                 continue
             entries.append(self._list_entries.entry(r.id, state, lambda r=r: self._listed_as(r)))
         self._list_entries.prune(lambda: (r.id for r in listed), len(listed))
-        return self._list_entries.response(api_pb2.ListContainersResponse, entries)
+        response = self._list_entries.response(api_pb2.ListContainersResponse, entries)
+        if f is None:
+            self._list_cached = (generation, response)
+        return response
 
     def _listed_as(self, r: ContainerRecord) -> api_pb2.Container:
         return api_pb2.Container(
