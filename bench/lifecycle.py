@@ -15,9 +15,12 @@ cheapest real setup the e2e tests use), then alternates, in one run:
   host-network pod (its IPC, UTS namespaces pinned; no infra container).
 
 Prints p50/p99 of each and the ratio of the daemon's container lifecycle
-to the floor (the target is at most 1.20).
+to the floor (the target is at most 1.20). With ``--baseline DIR`` (a
+checkout of another pycrio, e.g. ``git archive main | tar -x -C DIR``) a
+second daemon runs that code (its core and plugins on PYTHONPATH) and its
+lifecycles alternate with the others in the same run.
 
-Usage: .venv/bin/python bench/lifecycle.py [--rounds N]
+Usage: .venv/bin/python bench/lifecycle.py [--rounds N] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -166,28 +169,50 @@ def timed(fn, *args) -> float:  # noqa: ANN001
     return time.perf_counter() - started
 
 
+def start_daemon(work: Path, registry_host: str, image: str, env: dict[str, str]) -> DaemonProcess:
+    work.mkdir()
+    daemon = DaemonProcess(work, [], env)
+    daemon.config.write_text(daemon_config(work / "conf", registry_host))
+    daemon.start()
+    daemon.images().PullImage(
+        api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image)), timeout=120
+    )
+    return daemon
+
+
+def baseline_env(source: Path) -> dict[str, str]:
+    """Run the daemon from another checkout: its core and plugins first on the path."""
+    paths = [str(source / "core")] + sorted(str(p) for p in (source / "plugins").iterdir())
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another pycrio checkout to compare")
     args = parser.parse_args()
 
     results: dict[str, list[float]] = {"container": [], "floor": [], "pod": []}
+    if args.baseline:
+        results.update({"base container": [], "base pod": []})
     with tempfile.TemporaryDirectory(prefix="pycrio-bench-") as tmp_:
         tmp = Path(tmp_)
         registry = registry_env.RegistryServer(tmp / "registry").start()
-        daemon = None
+        daemon = base = None
         try:
             images = registry_env.build_and_push_standard_images(tmp / "images", registry)
-            (tmp / "pycrio").mkdir()
-            daemon = DaemonProcess(tmp / "pycrio", [], dict(os.environ))
-            daemon.config.write_text(daemon_config(tmp / "conf", registry.host))
-            daemon.start()
-            rt = daemon.runtime()
             image = images.busybox.name
-            daemon.images().PullImage(
-                api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image)), timeout=120
-            )
+            daemon = start_daemon(tmp / "pycrio", registry.host, image, dict(os.environ))
+            rt = daemon.runtime()
+            if args.baseline:
+                env = baseline_env(args.baseline.resolve())
+                base = start_daemon(tmp / "base", registry.host, image, env)
+                base_rt = base.runtime()
+                base_pod_id = base_rt.RunPodSandbox(
+                    api_pb2.RunPodSandboxRequest(config=pod_config("base", tmp / "blogs")),
+                    timeout=TIMEOUT,
+                ).pod_sandbox_id
             pod = pod_config("bench", tmp / "logs")
             pod_id = rt.RunPodSandbox(
                 api_pb2.RunPodSandboxRequest(config=pod), timeout=TIMEOUT
@@ -216,13 +241,20 @@ def main() -> int:
                     "floor": timed(floor.run, n),
                     "pod": timed(daemon_pod, rt, tmp / "logs", n),
                 }
+                if base is not None:
+                    base_pod = pod_config("base", tmp / "blogs")
+                    times["base container"] = timed(
+                        daemon_container, base_rt, base_pod_id, base_pod, image, n
+                    )
+                    times["base pod"] = timed(daemon_pod, base_rt, tmp / "blogs", n)
                 if n >= args.warmup:
                     for key, value in times.items():
                         results[key].append(value)
         finally:
-            if daemon is not None:
-                daemon.remove_all_pods()
-                daemon.stop()
+            for d in (daemon, base):
+                if d is not None:
+                    d.remove_all_pods()
+                    d.stop()
             registry.stop_all()
 
     ms = 1000.0
@@ -232,12 +264,20 @@ def main() -> int:
         "container": "pycrio create+start+stop+remove container",
         "floor": "floor: conmon+runc create/start/kill/delete",
         "pod": "pycrio run+stop+remove pod sandbox",
+        "base container": "baseline: container lifecycle",
+        "base pod": "baseline: pod lifecycle",
     }
     for key, label in labels.items():
+        if key not in results:
+            continue
         xs = results[key]
         print(f"  {label:44} {statistics.median(xs) * ms:8.1f} {percentile(xs, 99) * ms:8.1f}")
     ratio = statistics.median(results["container"]) / statistics.median(results["floor"])
     print(f"  ratio container/floor (p50): {ratio:.2f}  (target <= 1.20)")
+    if args.baseline:
+        for kind in ("container", "pod"):
+            change = statistics.median(results[kind]) / statistics.median(results[f"base {kind}"])
+            print(f"  {kind} lifecycle p50, this checkout / baseline: {change:.2f}")
     return 0
 
 
