@@ -345,7 +345,10 @@ class ContainerService:
         store = self._store()
         record.state_dir = os.path.join(self.run_root, record.id)
         record.bundle = os.path.join(record.state_dir, "bundle")
-        # rootfs_created before anything is made: undoing a missing rootfs is a no-op
+        # rootfs_created before anything is made: undoing a missing rootfs is a no-op.
+        # Only this first write is synced (a new file must never be found empty):
+        # later ones replace it atomically, which a killed daemon cannot tear, and
+        # a machine crash that loses one also took the container with it.
         record.rootfs_created = True
         store.save(record)
         try:
@@ -355,7 +358,7 @@ class ContainerService:
             self._undo(record)
             raise
         record.state = CREATED
-        store.save(record)
+        self._save(record, durable=False)
         call_each(
             self.kernel,
             "pycrio_container_event",
@@ -373,7 +376,6 @@ class ContainerService:
         image: Any,
         ctx: CallContext,
     ) -> None:
-        store = self._store()
         assert self.rootfs is not None
         os.makedirs(record.bundle, mode=0o700, exist_ok=True)
         record.rootfs = self.rootfs.create(record.id, image.layers)
@@ -434,7 +436,7 @@ class ContainerService:
         )
         os.makedirs(os.path.dirname(record.log_path), mode=0o755, exist_ok=True)
         record.runtime_created = True
-        store.save(record)
+        self._save(record, durable=False)
         runtime = self._runtime(record.runtime_handler)
         record.pid = runtime.create(
             CreateRequest(
