@@ -41,37 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import registry_env  # noqa: E402
-from container_e2e import daemon_config, pod_config  # noqa: E402
+from container_e2e import pod_config  # noqa: E402
 from cri_api.v1 import api_pb2  # noqa: E402
-from daemon import DaemonProcess  # noqa: E402
-
-TIMEOUT = 60
-
-
-def percentile(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
-
-def container_config(name: str, image: str) -> api_pb2.ContainerConfig:
-    return api_pb2.ContainerConfig(
-        metadata=api_pb2.ContainerMetadata(name=name),
-        image=api_pb2.ImageSpec(image=image),
-        command=["sleep", "3600"],
-        log_path=f"{name}.log",
-    )
-
-
-def daemon_container(rt, pod_id: str, pod: api_pb2.PodSandboxConfig, image: str, n: int) -> None:  # noqa: ANN001
-    cid = rt.CreateContainer(
-        api_pb2.CreateContainerRequest(
-            pod_sandbox_id=pod_id, sandbox_config=pod, config=container_config(f"c{n}", image)
-        ),
-        timeout=TIMEOUT,
-    ).container_id
-    rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=TIMEOUT)
-    rt.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0), timeout=TIMEOUT)
-    rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid), timeout=TIMEOUT)
+from cri_bench import TIMEOUT, container_lifecycle, percentile, sleeper, start_daemon  # noqa: E402
 
 
 def daemon_pod(rt, log_dir: Path, n: int) -> None:  # noqa: ANN001
@@ -169,17 +141,6 @@ def timed(fn, *args) -> float:  # noqa: ANN001
     return time.perf_counter() - started
 
 
-def start_daemon(work: Path, registry_host: str, image: str, env: dict[str, str]) -> DaemonProcess:
-    work.mkdir()
-    daemon = DaemonProcess(work, [], env)
-    daemon.config.write_text(daemon_config(work / "conf", registry_host))
-    daemon.start()
-    daemon.images().PullImage(
-        api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image)), timeout=120
-    )
-    return daemon
-
-
 def baseline_env(source: Path) -> dict[str, str]:
     """Run the daemon from another checkout: its core and plugins first on the path."""
     paths = [str(source / "core")] + sorted(str(p) for p in (source / "plugins").iterdir())
@@ -222,7 +183,7 @@ def main() -> int:
                 api_pb2.CreateContainerRequest(
                     pod_sandbox_id=pod_id,
                     sandbox_config=pod,
-                    config=container_config("template", image),
+                    config=sleeper("template", image),
                 ),
                 timeout=TIMEOUT,
             ).container_id
@@ -237,14 +198,14 @@ def main() -> int:
 
             for n in range(args.warmup + args.rounds):
                 times = {
-                    "container": timed(daemon_container, rt, pod_id, pod, image, n),
+                    "container": timed(container_lifecycle, rt, pod_id, pod, f"c{n}", image),
                     "floor": timed(floor.run, n),
                     "pod": timed(daemon_pod, rt, tmp / "logs", n),
                 }
                 if base is not None:
                     base_pod = pod_config("base", tmp / "blogs")
                     times["base container"] = timed(
-                        daemon_container, base_rt, base_pod_id, base_pod, image, n
+                        container_lifecycle, base_rt, base_pod_id, base_pod, f"c{n}", image
                     )
                     times["base pod"] = timed(daemon_pod, base_rt, tmp / "blogs", n)
                 if n >= args.warmup:

@@ -37,25 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import registry_env  # noqa: E402
-from container_e2e import daemon_config, pod_config  # noqa: E402
+from container_e2e import pod_config  # noqa: E402
 from cri_api.v1 import api_pb2  # noqa: E402
-from daemon import DaemonProcess  # noqa: E402
-
-TIMEOUT = 120
-
-
-def percentile(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
-
-def container_config(name: str, image: str) -> api_pb2.ContainerConfig:
-    return api_pb2.ContainerConfig(
-        metadata=api_pb2.ContainerMetadata(name=name),
-        image=api_pb2.ImageSpec(image=image),
-        command=["sleep", "3600"],
-        log_path=f"{name}.log",
-    )
+from cri_bench import (  # noqa: E402
+    TIMEOUT,
+    container_lifecycle,
+    create_and_start,
+    percentile,
+    start_daemon,
+)
 
 
 def populate(rt, log_dir: Path, image: str, pods: int, per_pod: int) -> tuple[list, list]:  # noqa: ANN001
@@ -66,18 +56,7 @@ def populate(rt, log_dir: Path, image: str, pods: int, per_pod: int) -> tuple[li
         pod_id = rt.RunPodSandbox(
             api_pb2.RunPodSandboxRequest(config=config), timeout=TIMEOUT
         ).pod_sandbox_id
-        ids = []
-        for i in range(per_pod):
-            cid = rt.CreateContainer(
-                api_pb2.CreateContainerRequest(
-                    pod_sandbox_id=pod_id,
-                    sandbox_config=config,
-                    config=container_config(f"c{i}", image),
-                ),
-                timeout=TIMEOUT,
-            ).container_id
-            rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=TIMEOUT)
-            ids.append(cid)
+        ids = [create_and_start(rt, pod_id, config, f"c{i}", image) for i in range(per_pod)]
         return pod_id, ids
 
     with ThreadPoolExecutor(4) as pool:
@@ -93,17 +72,7 @@ def churn(rt, log_dir: Path, image: str, stop: threading.Event, counter: list[in
     ).pod_sandbox_id
     n = 0
     while not stop.is_set():
-        cid = rt.CreateContainer(
-            api_pb2.CreateContainerRequest(
-                pod_sandbox_id=pod_id,
-                sandbox_config=config,
-                config=container_config(f"x{n}", image),
-            ),
-            timeout=TIMEOUT,
-        ).container_id
-        rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=TIMEOUT)
-        rt.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0), timeout=TIMEOUT)
-        rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid), timeout=TIMEOUT)
+        container_lifecycle(rt, pod_id, config, f"x{n}", image)
         n += 1
         counter[0] = n
 
@@ -141,15 +110,9 @@ def main() -> int:
         churner = None
         try:
             images = registry_env.build_and_push_standard_images(tmp / "images", registry)
-            (tmp / "pycrio").mkdir()
-            daemon = DaemonProcess(tmp / "pycrio", [], dict(os.environ))
-            daemon.config.write_text(daemon_config(tmp / "conf", registry.host))
-            daemon.start()
-            rt = daemon.runtime()
             image = images.busybox.name
-            daemon.images().PullImage(
-                api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image)), timeout=120
-            )
+            daemon = start_daemon(tmp / "pycrio", registry.host, image, dict(os.environ))
+            rt = daemon.runtime()
             started = time.monotonic()
             pods, containers = populate(rt, tmp / "logs", image, args.pods, args.per_pod)
             print(

@@ -55,3 +55,27 @@ def test_entries_of_gone_objects_are_forgotten() -> None:
     cache.prune(lambda: [], 1000)  # not many more than live: nothing to do
     cache.entry("5", 0, lambda: builds.append(55) or pod(5, 0))
     assert builds == [7]
+
+
+def test_unfiltered_list_is_answered_again_until_the_generation_moves() -> None:
+    from types import SimpleNamespace
+
+    cache = EncodedEntries(1)
+    objects = [SimpleNamespace(id=f"{i:064x}", state="ready") for i in range(3)]
+    builds: list[str] = []
+
+    def build(o: SimpleNamespace) -> api_pb2.PodSandbox:
+        builds.append(o.id)
+        return api_pb2.PodSandbox(id=o.id, state=api_pb2.SANDBOX_READY)
+
+    first = cache.list_response(api_pb2.ListPodSandboxResponse, 7, objects, build)
+    assert [p.id for p in first.items] == [o.id for o in objects]
+    assert cache.list_response(api_pb2.ListPodSandboxResponse, 7, objects, build) is first
+    filtered = cache.list_response(
+        api_pb2.ListPodSandboxResponse, 7, objects, build, keep=lambda o: o is objects[1]
+    )
+    assert [p.id for p in filtered.items] == [objects[1].id]
+    objects[2].state = "notready"
+    again = cache.list_response(api_pb2.ListPodSandboxResponse, 8, objects[1:], build)
+    assert again is not first and [p.id for p in again.items] == [o.id for o in objects[1:]]
+    assert builds == [o.id for o in objects] + [objects[2].id]  # only the changed one again

@@ -118,8 +118,7 @@ class ContainerService:
         # one writer of a record's file at a time, so the last save is the newest
         self._save_locks: dict[str, threading.Lock] = {}
         self.run_root = os.path.join(kernel.config.runroot, "containers")
-        self._list_entries = EncodedEntries(1)
-        self._list_cached: tuple[int, Any] | None = None  # ListContainersResponse.containers
+        self._list_entries = EncodedEntries(1)  # ListContainersResponse.containers
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -685,24 +684,17 @@ class ContainerService:
         self, request: api_pb2.ListContainersRequest, ctx: CallContext
     ) -> api_pb2.ListContainersResponse:
         f = request.filter if request.HasField("filter") else None
-        generation = self._store().generation  # before reading: a change meanwhile moves it
-        cached = self._list_cached
-        if f is None and cached is not None and cached[0] == generation:
-            return cached[1]  # nothing saved or deleted since: the same answer
-        listed = self._listed()
-        entries = []
-        for r in listed:
-            state = STATES[r.state]
-            if f is not None and not selected(
-                f, id=r.id, labels=r.labels, state=state, pod=r.sandbox_id
-            ):
-                continue
-            entries.append(self._list_entries.entry(r.id, state, lambda r=r: self._listed_as(r)))
-        self._list_entries.prune(lambda: (r.id for r in listed), len(listed))
-        response = self._list_entries.response(api_pb2.ListContainersResponse, entries)
-        if f is None:
-            self._list_cached = (generation, response)
-        return response
+
+        def keep(r: ContainerRecord) -> bool:
+            return selected(f, id=r.id, labels=r.labels, state=STATES[r.state], pod=r.sandbox_id)
+
+        return self._list_entries.list_response(
+            api_pb2.ListContainersResponse,
+            self._store().generation,  # before the records: a change meanwhile moves it
+            self._listed(),
+            self._listed_as,
+            keep if f is not None else None,
+        )
 
     def _listed_as(self, r: ContainerRecord) -> api_pb2.Container:
         return api_pb2.Container(

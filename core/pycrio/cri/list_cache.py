@@ -11,12 +11,20 @@ once, in C. Served from memory, with no lock a slow call holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
 M = TypeVar("M", bound=Message)
+
+
+class _Listed(Protocol):
+    id: str
+    state: str
+
+
+R = TypeVar("R", bound=_Listed)
 
 
 def _varint(n: int) -> bytes:
@@ -36,6 +44,34 @@ class EncodedEntries:
     def __init__(self, field_number: int) -> None:
         self._tag = _varint(field_number << 3 | 2)  # wire type 2: length-delimited
         self._entries: dict[str, tuple[Any, bytes]] = {}
+        self._unfiltered: tuple[int, Any] | None = None
+
+    def list_response(
+        self,
+        cls: type[M],
+        generation: int,
+        objects: Sequence[R],
+        build: Callable[[R], Message],
+        keep: Callable[[R], bool] | None = None,
+    ) -> M:
+        """The response listing ``objects`` (those ``keep`` selects, all when None).
+
+        ``generation`` is the record store's, read before ``objects``: while it
+        stays, the unfiltered response is the one built before.
+        """
+        cached = self._unfiltered
+        if keep is None and cached is not None and cached[0] == generation:
+            return cached[1]  # type: ignore[no-any-return]
+        entries = [
+            self.entry(r.id, r.state, lambda r=r: build(r))
+            for r in objects
+            if keep is None or keep(r)
+        ]
+        self.prune(lambda: (r.id for r in objects), len(objects))
+        response = self.response(cls, entries)
+        if keep is None:
+            self._unfiltered = (generation, response)
+        return response
 
     def entry(self, key: str, version: Any, build: Callable[[], Message]) -> bytes:
         """``key``'s encoded entry, built again only when ``version`` changed."""

@@ -80,8 +80,7 @@ class SandboxService:
         self.stats: Any = None  # the stats server (pycrio.stats.server), set by core_plugins
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._list_entries = EncodedEntries(1)
-        self._list_cached: tuple[int, Any] | None = None  # ListPodSandboxResponse.items
+        self._list_entries = EncodedEntries(1)  # ListPodSandboxResponse.items
         config = kernel.config
         self.run_root = os.path.join(config.runroot, "pods")
         self.ns_dir = config.get("runtime.namespaces_dir") or os.path.join(config.runroot, "ns")
@@ -522,22 +521,17 @@ class SandboxService:
         self, request: api_pb2.ListPodSandboxRequest, ctx: CallContext
     ) -> api_pb2.ListPodSandboxResponse:
         f = request.filter if request.HasField("filter") else None
-        generation = self._store().generation  # before reading: a change meanwhile moves it
-        cached = self._list_cached
-        if f is None and cached is not None and cached[0] == generation:
-            return cached[1]  # nothing saved or deleted since: the same answer
-        visible = self._visible()
-        entries = []
-        for r in visible:
-            state = STATES[r.state]
-            if f is not None and not selected(f, id=r.id, labels=r.labels, state=state):
-                continue
-            entries.append(self._list_entries.entry(r.id, state, lambda r=r: self._listed_as(r)))
-        self._list_entries.prune(lambda: (r.id for r in visible), len(visible))
-        response = self._list_entries.response(api_pb2.ListPodSandboxResponse, entries)
-        if f is None:
-            self._list_cached = (generation, response)
-        return response
+
+        def keep(r: SandboxRecord) -> bool:
+            return selected(f, id=r.id, labels=r.labels, state=STATES[r.state])
+
+        return self._list_entries.list_response(
+            api_pb2.ListPodSandboxResponse,
+            self._store().generation,  # before the records: a change meanwhile moves it
+            self._visible(),
+            self._listed_as,
+            keep if f is not None else None,
+        )
 
     def _listed_as(self, r: SandboxRecord) -> api_pb2.PodSandbox:
         return api_pb2.PodSandbox(
