@@ -336,6 +336,10 @@ class OCIRuntimeCLI(RuntimeDriver):
             self._watcher.start()
 
     def _exit_file_seen(self, container_id: str) -> bool:
+        if "." in container_id:
+            # conmon writes "<id>.XXXXXX" and renames it (g_file_set_contents): the
+            # temporary name is not a container; the rename reports the real one
+            return True
         status = self.exit_status(container_id)
         if status is not None:
             self.notify_exit(container_id, status)

@@ -487,6 +487,8 @@ def test_exits_are_pushed_to_the_listener(env: Env) -> None:
     env.driver.set_exit_listener(listener)
     req, _ = env.run(["sh", "-c", "exit 7"])
     assert seen.wait(5), "no exit was pushed"
+    time.sleep(0.2)  # room for a (wrong) second report
+    assert list(got) == [req.container_id]  # not conmon's temporary "<id>.XXXXXX" as well
     assert got[req.container_id].exit_code == 7
     assert got[req.container_id] == env.driver.exit_status(req.container_id)
 
