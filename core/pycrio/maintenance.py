@@ -10,8 +10,8 @@ State lives in:
   configs), ``<driver>/layers/<chain hex>/{layer.json,diff}``,
   ``<driver>-containers/<id>/`` (writable layers, rootfs mounts), ``tmp/``;
 - ``<root>/sandboxes/*.json``, ``<root>/containers/*.json`` (records);
-- ``<runroot>/pods``, ``<runroot>/ns`` (pinned namespaces), ``<runroot>/containers``,
-  ``<runroot>/exits``, ``<runroot>/drivers`` (runtime roots, monitor state).
+- ``<runroot>/pods``, ``<runroot>/ns`` (pinned namespaces), ``<runroot>/containers``
+  (bundles), ``<runroot>/drivers`` (each runtime driver's own state).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Make the daemon a child subreaper and reap orphans promptly.
 
-conmon double-forks so containers outlive the daemon; while the daemon runs,
-such orphans are re-parented to it (not to PID 1, which on some nodes reaps
-only every few seconds) and their zombies are collected here at once.
+Runtime monitors (conmon, shims) double-fork so containers outlive the
+daemon; while the daemon runs, such orphans are re-parented to it (not to
+PID 1, which on some nodes reaps only every few seconds) and their zombies
+are collected here at once.
 Processes the daemon spawns itself through ``subprocess`` are left alone:
 reaping one would steal its exit status from the code waiting for it.
 """

@@ -4,20 +4,17 @@ and the lifecycle guard that keeps each container's events once and in order."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from cri_api.v1 import api_pb2
 
-from pycrio import events
 from pycrio.container.record import ContainerRecord
 from pycrio.errors import ResourceExhausted
-from pycrio.events import ContainerEvents, EventBus, ExitWatcher
+from pycrio.events import ContainerEvents, EventBus
 
 
 def ev(cid: str, kind: int = api_pb2.CONTAINER_CREATED_EVENT) -> api_pb2.ContainerEventResponse:
@@ -125,7 +122,7 @@ def record(cid: str, state: str = "created", started_at: int = 0) -> Any:
 
 
 def plugin() -> tuple[ContainerEvents, Any]:
-    containers = SimpleNamespace(store=FakeStore(), exit_dir="/nonexistent")
+    containers = SimpleNamespace(store=FakeStore())
     kernel = SimpleNamespace()
     return ContainerEvents(kernel, FakeSandboxes(), containers), containers
 
@@ -176,43 +173,3 @@ def test_infra_containers_publish_nothing() -> None:
     r.infra = True
     p.pycrio_container_event(event="created", container=r, sandbox=None)
     assert sub.queue.empty()
-
-
-@pytest.mark.parametrize("use_inotify", [True, False])
-def test_exit_watcher_sees_exit_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_inotify: bool
-) -> None:
-    if not use_inotify:
-
-        def no_inotify(*_: Any) -> int:
-            raise OSError(38, "no inotify here")
-
-        monkeypatch.setattr(events, "_inotify_watch", no_inotify)
-    seen: list[str] = []
-    busy = {"b": 2}
-    got = threading.Event()
-
-    def on_exit(cid: str) -> bool:
-        if busy.get(cid, 0) > 0:  # busy twice, then handled
-            busy[cid] -= 1
-            return False
-        seen.append(cid)
-        if "b" in seen and "a" in seen:
-            got.set()
-        return True
-
-    w = ExitWatcher(str(tmp_path / "exits"), on_exit)
-    w.start()
-    try:
-        assert w.mode == ("inotify" if use_inotify else "poll")
-        started = time.monotonic()
-        for name in ("a", "b"):
-            tmp = tmp_path / "exits" / f"{name}.tmp1"
-            tmp.write_text("0")
-            os.rename(tmp, tmp_path / "exits" / name)
-        assert got.wait(5)
-        if use_inotify:
-            assert time.monotonic() - started < 0.5
-        assert seen.count("b") == 1
-    finally:
-        w.stop()

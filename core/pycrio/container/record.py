@@ -2,8 +2,8 @@
 
 Written before the container exists (state ``creating``) and after each
 change, so a daemon restarted at any point knows what to undo or to report.
-The exit code and times come from the monitor's exit file, which conmon
-writes even while the daemon is down.
+The exit code and times are what the runtime driver reports (it records
+exits even while the daemon is down and reports them at the next start).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Container calls: Create, Start, Stop, Remove, Status, List, Update, ExecSync, Stats, ReopenLog.
 
-A container is conmon's child, not the daemon's: its exit code and finish
-time come from the exit file conmon writes, so they are right even when the
-container ended while pycrio was down. Creation records its progress and
+A container is supervised by its runtime driver, not by the daemon: the
+driver pushes each exit (code, finish time, OOM) to :meth:`ContainerService.exit_reported`
+the moment it sees it, and reports the exits that happened while pycrio was
+down when the daemon recovers. So every record is current in memory, and
+ContainerStatus and ListContainers read nothing but memory: no files, no
+subprocesses, no lock a slow call holds. Creation records its progress and
 undoes what it did on failure, like RunPodSandbox.
 """
 
@@ -32,6 +35,7 @@ from pycrio.container.record import (
     ContainerRecord,
     ContainerStore,
 )
+from pycrio.cri.list_cache import EncodedEntries
 from pycrio.cri.selection import selected
 from pycrio.errors import (
     CRIError,
@@ -43,9 +47,8 @@ from pycrio.errors import (
 )
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
-from pycrio.kernel.interfaces import CreateRequest, RuntimeDriver
+from pycrio.kernel.interfaces import CreateRequest, ExitStatus, PodInfo, RuntimeDriver
 from pycrio.kernel.kernel import Kernel, call_each, call_each_results
-from pycrio.oci import conmon
 from pycrio.reservations import Reservations
 from pycrio.sandbox.record import READY, SandboxRecord
 from pycrio.storage.atomic import write_atomic
@@ -65,7 +68,6 @@ PROPAGATION = {
 }
 # Per stream: stdout and stderr together must fit the kubelet's 16 MiB gRPC messages.
 MAX_EXEC_OUTPUT = (8 << 20) - (32 << 10)
-STOP_POLL = 0.05
 
 
 def parse_signal(name: str) -> int:
@@ -105,16 +107,23 @@ class ContainerService:
         self.rootfs: ContainerLayers | None = None
         self.stats: Any = None  # the stats server (pycrio.stats.server), set by core_plugins
         self.host_facts: oci_spec.HostFacts | None = None
+        # per container: held by the slow calls (start, stop, remove), never by status calls
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        # set once the container's exit is recorded; stop waits on it
+        self._exited: dict[str, threading.Event] = {}
+        # makes "record the exit" and "mark started" one step each; held for
+        # in-memory changes only, never across a runtime call or a file write
+        self._transition = threading.Lock()
+        # one writer of a record's file at a time, so the last save is the newest
+        self._save_locks: dict[str, threading.Lock] = {}
         self.run_root = os.path.join(kernel.config.runroot, "containers")
-        self.exit_dir = os.path.join(kernel.config.runroot, "exits")
+        self._list_entries = EncodedEntries(1)  # ListContainersResponse.containers
 
     # --- lifecycle -------------------------------------------------------------
 
     @hookimpl
     def pycrio_startup(self, kernel: Kernel) -> None:
-        os.makedirs(self.exit_dir, mode=0o700, exist_ok=True)
         self.host_facts = oci_spec.HostFacts.detect()
         self.store = ContainerStore(os.path.join(kernel.config.root, "containers"))
         layers = self.images.layers
@@ -128,7 +137,29 @@ class ContainerService:
                 continue
             self.names.restore(record.reservation, record.id, record.id)
             self._reconcile(record)
-            self._refresh(record)
+        self._recover()
+
+    def _recover(self) -> None:
+        """Listen to every runtime driver's exits, then learn those missed while down."""
+        live: dict[str, list[str]] = {}
+        for record in self._store().all():
+            if record.state in (CREATED, RUNNING) and record.runtime_created:
+                live.setdefault(record.runtime_handler, []).append(record.id)
+        for handler in self.kernel.runtimes:
+            driver = self.kernel.runtime_driver(handler)
+            if driver is None:
+                continue
+            driver.set_exit_listener(self.exit_reported)
+            ids = live.get(handler, [])
+            if not ids:
+                continue
+            try:
+                exits = driver.recover(ids)
+            except CRIError as e:
+                log.error("runtime handler %r cannot recover its containers: %s", handler, e)
+                continue
+            for cid, status in exits.items():
+                self.exit_reported(cid, status)
 
     def _reconcile(self, record: ContainerRecord) -> None:
         """A daemon killed right after ``runtime start`` left the record CREATED: fix it."""
@@ -140,14 +171,14 @@ class ContainerService:
         try:
             state = driver.state(record.id)
         except CRIError:
-            return  # gone or unknown: _refresh and the exit file tell the rest
+            return  # gone or unknown: the driver's recover() tells the rest
         if state.status in ("running", "paused", "stopped"):
             log.warning(
                 "container %s was started when pycrio stopped; marking it started", record.id
             )
             record.state = RUNNING
             record.started_at = record.started_at or time.time_ns()
-            self._store().save(record)
+            self._save(record)
 
     def _store(self) -> ContainerStore:
         if self.store is None:
@@ -182,47 +213,46 @@ class ContainerService:
             raise InvalidArgument(
                 f"container id prefix {id_or_prefix!r} is ambiguous: {len(found)} containers match"
             )
-        return self._refresh(found[0])
+        return found[0]
 
-    def refresh_exited(self, container_id: str) -> bool:
-        """Pick up one container's exit now: the exit-file watcher calls this.
+    def _exit_event(self, container_id: str) -> threading.Event:
+        with self._guard:
+            return self._exited.setdefault(container_id, threading.Event())
 
-        Returns False when a call holds the container (start, stop, remove) so
-        the watcher retries shortly: waiting here would stall every other
-        container's exit, and the holder may already have looked.
+    def _save(self, record: ContainerRecord, *, durable: bool = True) -> None:
+        """Write the record, one writer at a time; ``durable=False`` for what the
+        runtime driver reports again after a restart (started, exited)."""
+        with self._guard:
+            lock = self._save_locks.setdefault(record.id, threading.Lock())
+        with lock:
+            self._store().save(record, durable=durable)
+
+    def exit_reported(self, container_id: str, status: ExitStatus) -> None:
+        """The runtime driver's exit listener: record the exit, wake stop, publish it.
+
+        Called from a driver's thread; takes no lock that a slow call holds,
+        so one busy container never delays another's exit.
         """
-        if self.store is None or self.store.get(container_id) is None:
-            return True
-        lock = self._lock(container_id)
-        if not lock.acquire(blocking=False):
-            return False
-        try:
-            record = self.store.get(container_id)  # again: remove may have won
-            if record is not None and record.state != CREATING:
-                self._refresh(record)
-        finally:
-            lock.release()
-        return True
-
-    def _refresh(self, record: ContainerRecord) -> ContainerRecord:
-        """Pick up an exit that conmon recorded since we last looked."""
-        if record.state not in (CREATED, RUNNING) or not record.runtime_created:
-            return record
-        code = conmon.read_exit_code(self.exit_dir, record.id)
-        if code is None:
-            return record
-        record.state = EXITED
-        record.exit_code = code
-        path = os.path.join(self.exit_dir, record.id)
-        try:
-            record.finished_at = os.stat(path).st_mtime_ns
-        except FileNotFoundError:
-            record.finished_at = time.time_ns()
-        if conmon.container_oom_killed(record.state_dir):
-            record.reason = "OOMKilled"
-        else:
-            record.reason = "Completed" if code == 0 else "Error"
-        self._store().save(record)
+        store = self.store
+        record = store.get(container_id) if store is not None else None
+        if record is None or not record.runtime_created:
+            return  # unknown, or being created: a failed create cleans up after itself
+        with self._transition:
+            if record.state not in (CREATED, RUNNING):
+                return  # already recorded (a second report of the same exit)
+            record.exit_code = status.exit_code
+            record.finished_at = status.finished_at or time.time_ns()
+            if status.reason:
+                record.reason = status.reason
+            elif status.oom_killed:
+                record.reason = "OOMKilled"
+            else:
+                record.reason = "Completed" if status.exit_code == 0 else "Error"
+            if status.message:
+                record.message = status.message
+            record.state = EXITED  # last: a reader seeing EXITED sees the rest
+        self._save(record, durable=False)  # recover() reports it again after a crash
+        self._exit_event(container_id).set()
         call_each(
             self.kernel,
             "pycrio_container_event",
@@ -230,7 +260,6 @@ class ContainerService:
             container=record,
             sandbox=self.sandboxes.store.get(record.sandbox_id),
         )
-        return record
 
     # --- CreateContainer -------------------------------------------------------
 
@@ -315,6 +344,11 @@ class ContainerService:
         store = self._store()
         record.state_dir = os.path.join(self.run_root, record.id)
         record.bundle = os.path.join(record.state_dir, "bundle")
+        # rootfs_created before anything is made: undoing a missing rootfs is a no-op.
+        # Only this first write is synced (a new file must never be found empty):
+        # later ones replace it atomically, which a killed daemon cannot tear, and
+        # a machine crash that loses one also took the container with it.
+        record.rootfs_created = True
         store.save(record)
         try:
             self._build(record, request, sandbox, image, ctx)
@@ -323,7 +357,7 @@ class ContainerService:
             self._undo(record)
             raise
         record.state = CREATED
-        store.save(record)
+        self._save(record, durable=False)
         call_each(
             self.kernel,
             "pycrio_container_event",
@@ -341,13 +375,9 @@ class ContainerService:
         image: Any,
         ctx: CallContext,
     ) -> None:
-        store = self._store()
         assert self.rootfs is not None
         os.makedirs(record.bundle, mode=0o700, exist_ok=True)
-        record.rootfs_created = True
-        store.save(record)
         record.rootfs = self.rootfs.create(record.id, image.layers)
-        store.save(record)
         cgroup = self.kernel.cgroup_driver
         if cgroup is not None and sandbox.cgroup_path:
             record.cgroups_path = cgroup.container_cgroups_path(sandbox.cgroup_path, record.id)
@@ -399,18 +429,28 @@ class ContainerService:
             "gid": proc_user.get("gid", 0),
             "supplemental_groups": proc_user.get("additionalGids", []),
         }
-        write_atomic(os.path.join(record.bundle, "config.json"), json.dumps(spec).encode())
+        # not synced: the bundle is under the (volatile) runroot and is read at create
+        write_atomic(
+            os.path.join(record.bundle, "config.json"), json.dumps(spec).encode(), sync=False
+        )
         os.makedirs(os.path.dirname(record.log_path), mode=0o755, exist_ok=True)
         record.runtime_created = True
-        store.save(record)
+        self._save(record, durable=False)
         runtime = self._runtime(record.runtime_handler)
         record.pid = runtime.create(
             CreateRequest(
                 container_id=record.id,
                 bundle=record.bundle,
                 log_path=record.log_path,
-                exit_dir=self.exit_dir,
-                state_dir=record.state_dir,
+                pod=PodInfo(
+                    id=sandbox.id,
+                    name=sandbox.name,
+                    namespace=sandbox.namespace,
+                    uid=sandbox.uid,
+                    # cgroup_parent left empty, as before this contract: placing the
+                    # monitor in the pod's cgroup costs ~20 ms per create here
+                    annotations=dict(sandbox.annotations),
+                ),
                 tty=record.tty,
                 stdin=record.stdin,
                 stdin_once=record.stdin_once,
@@ -473,7 +513,7 @@ class ContainerService:
             record.state = EXITED
             record.reason = "Error"
             record.message = "creation failed and could not be fully undone"
-            self._store().save(record)
+            self._save(record)
             log.error("container %s could not be fully undone: %s", record.id, "; ".join(errors))
             return
         self._store().delete(record.id)
@@ -500,10 +540,6 @@ class ContainerService:
                 errors.append(f"cgroup: {e.message}")
         if record.state_dir:
             shutil.rmtree(record.state_dir, ignore_errors=True)
-        try:
-            os.unlink(os.path.join(self.exit_dir, record.id))
-        except FileNotFoundError:
-            pass
         return errors
 
     @hookimpl
@@ -519,10 +555,17 @@ class ContainerService:
                 raise FailedPrecondition(
                     f"container {record.id} is {record.state}, only a created container can start"
                 )
-            self._runtime(record.runtime_handler).start(record.id)
-            record.state = RUNNING
+            # started_at first: an exit reported during start must find it set
             record.started_at = time.time_ns()
-            self._store().save(record)
+            try:
+                self._runtime(record.runtime_handler).start(record.id)
+            except BaseException:
+                record.started_at = 0
+                raise
+            with self._transition:
+                if record.state == CREATED:
+                    record.state = RUNNING
+            self._save(record, durable=False)  # _reconcile asks the runtime after a crash
         call_each(
             self.kernel,
             "pycrio_container_event",
@@ -533,7 +576,6 @@ class ContainerService:
 
     def stop(self, record: ContainerRecord, timeout: float) -> None:
         """Stop signal, then SIGKILL once ``timeout`` seconds have passed."""
-        record = self._refresh(record)
         if record.state not in (CREATED, RUNNING):
             return
         runtime = self._runtime(record.runtime_handler)
@@ -546,12 +588,14 @@ class ContainerService:
             raise DeadlineExceeded(f"container {record.id} did not exit after SIGKILL")
 
     def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._refresh(record).state == EXITED:
-                return True
-            time.sleep(STOP_POLL)
-        return self._refresh(record).state == EXITED
+        """Wait for the exit the driver pushes; ask the driver once if none came."""
+        if self._exit_event(record.id).wait(timeout) or record.state == EXITED:
+            return True
+        status = self._runtime(record.runtime_handler).exit_status(record.id)
+        if status is not None:
+            log.warning("container %s: its exit was not reported; the driver had it", record.id)
+            self.exit_reported(record.id, status)
+        return record.state == EXITED
 
     @hookimpl
     def cri_stop_container(
@@ -570,12 +614,14 @@ class ContainerService:
             self.stop(record, 0)
             errors = self._release(record)
             if errors:
-                self._store().save(record)
+                self._save(record)
                 raise Internal(f"removing container {record.id} failed: " + "; ".join(errors))
             self._store().delete(record.id)
             self.names.release(record.reservation, record.id)
         with self._guard:
             self._locks.pop(record.id, None)
+            self._exited.pop(record.id, None)
+            self._save_locks.pop(record.id, None)
         call_each(
             self.kernel,
             "pycrio_container_event",
@@ -647,26 +693,31 @@ class ContainerService:
         self, request: api_pb2.ListContainersRequest, ctx: CallContext
     ) -> api_pb2.ListContainersResponse:
         f = request.filter if request.HasField("filter") else None
-        out = []
-        for r in self._listed():
-            r = self._refresh(r)
-            if not selected(f, id=r.id, labels=r.labels, state=STATES[r.state], pod=r.sandbox_id):
-                continue
-            out.append(
-                api_pb2.Container(
-                    id=r.id,
-                    pod_sandbox_id=r.sandbox_id,
-                    metadata=self._metadata(r),
-                    image=api_pb2.ImageSpec(image=r.image),
-                    image_ref=r.image_ref,
-                    image_id=r.image_id,
-                    state=STATES[r.state],
-                    created_at=r.created_at,
-                    labels=r.labels,
-                    annotations=r.annotations,
-                )
-            )
-        return api_pb2.ListContainersResponse(containers=out)
+
+        def keep(r: ContainerRecord) -> bool:
+            return selected(f, id=r.id, labels=r.labels, state=STATES[r.state], pod=r.sandbox_id)
+
+        return self._list_entries.list_response(
+            api_pb2.ListContainersResponse,
+            self._store().generation,  # before the records: a change meanwhile moves it
+            self._listed(),
+            self._listed_as,
+            keep if f is not None else None,
+        )
+
+    def _listed_as(self, r: ContainerRecord) -> api_pb2.Container:
+        return api_pb2.Container(
+            id=r.id,
+            pod_sandbox_id=r.sandbox_id,
+            metadata=self._metadata(r),
+            image=api_pb2.ImageSpec(image=r.image),
+            image_ref=r.image_ref,
+            image_id=r.image_id,
+            state=STATES[r.state],
+            created_at=r.created_at,
+            labels=r.labels,
+            annotations=r.annotations,
+        )
 
     # --- Update, Exec, Stats, Logs ---------------------------------------------
 
@@ -681,7 +732,7 @@ class ContainerService:
         resources = oci_resources.build(request.linux, host.cgroup_v2, host.swap_accounting)
         self._runtime(r.runtime_handler).update(r.id, resources)
         r.resources = resources
-        self._store().save(r)
+        self._save(r)
         return api_pb2.UpdateContainerResourcesResponse()
 
     @hookimpl
@@ -724,7 +775,7 @@ class ContainerService:
         for r in self._listed():
             if not selected(f, id=r.id, labels=r.labels, pod=r.sandbox_id):
                 continue
-            out.append(self.stats.container_stats(self._refresh(r)))
+            out.append(self.stats.container_stats(r))
         return api_pb2.ListContainerStatsResponse(stats=out)
 
     @hookimpl
@@ -734,7 +785,7 @@ class ContainerService:
         r = self.lookup(request.container_id)
         if r.state != RUNNING:
             raise FailedPrecondition(f"container {r.id} is not running; its log is closed")
-        conmon.reopen_log(r.state_dir)
+        self._runtime(r.runtime_handler).reopen_log(r.id)
         return api_pb2.ReopenContainerLogResponse()
 
 

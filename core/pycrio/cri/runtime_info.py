@@ -19,6 +19,7 @@ import pycrio
 from pycrio.errors import FailedPrecondition, InvalidArgument
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
+from pycrio.kernel.interfaces import RuntimeFeatures
 from pycrio.kernel.kernel import DriverSlot, Kernel, call_each_results
 
 RUNTIME_NAME = "pycrio"
@@ -132,11 +133,15 @@ class RuntimeInfo:
         default = self.kernel.config.get("runtime.default_runtime")
         for name in sorted(self.kernel.config.runtimes, key=lambda h: (h != default, h)):
             driver = self.kernel.runtime_driver(name)
-            features = driver.features() if driver is not None else {}
-            rro = "rro" in features.get("mountOptions", [])
+            features = driver.features() if driver is not None else RuntimeFeatures()
             handler = api_pb2.RuntimeHandler(
                 name="" if name == default else name,
-                features=api_pb2.RuntimeHandlerFeatures(recursive_read_only_mounts=rro),
+                features=api_pb2.RuntimeHandlerFeatures(
+                    recursive_read_only_mounts=features.recursive_read_only_mounts,
+                    # the driver's features.user_namespaces, once the core stops
+                    # refusing user-namespaced pods (container/namespaces.py)
+                    user_namespaces=False,
+                ),
             )
             handlers.append(handler)
             if name == default:  # the default handler is listed under its name too

@@ -22,6 +22,7 @@ from typing import Any
 
 from cri_api.v1 import api_pb2
 
+from pycrio.cri.list_cache import EncodedEntries
 from pycrio.cri.selection import selected
 from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from pycrio.kernel.context import CallContext
@@ -79,6 +80,7 @@ class SandboxService:
         self.stats: Any = None  # the stats server (pycrio.stats.server), set by core_plugins
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._list_entries = EncodedEntries(1)  # ListPodSandboxResponse.items
         config = kernel.config
         self.run_root = os.path.join(config.runroot, "pods")
         self.ns_dir = config.get("runtime.namespaces_dir") or os.path.join(config.runroot, "ns")
@@ -519,22 +521,28 @@ class SandboxService:
         self, request: api_pb2.ListPodSandboxRequest, ctx: CallContext
     ) -> api_pb2.ListPodSandboxResponse:
         f = request.filter if request.HasField("filter") else None
-        items = []
-        for r in self._visible():
-            if not selected(f, id=r.id, labels=r.labels, state=STATES[r.state]):
-                continue
-            items.append(
-                api_pb2.PodSandbox(
-                    id=r.id,
-                    metadata=self._metadata(r),
-                    state=STATES[r.state],
-                    created_at=r.created_at,
-                    labels=r.labels,
-                    annotations=r.annotations,
-                    runtime_handler=r.runtime_handler,
-                )
-            )
-        return api_pb2.ListPodSandboxResponse(items=items)
+
+        def keep(r: SandboxRecord) -> bool:
+            return selected(f, id=r.id, labels=r.labels, state=STATES[r.state])
+
+        return self._list_entries.list_response(
+            api_pb2.ListPodSandboxResponse,
+            self._store().generation,  # before the records: a change meanwhile moves it
+            self._visible(),
+            self._listed_as,
+            keep if f is not None else None,
+        )
+
+    def _listed_as(self, r: SandboxRecord) -> api_pb2.PodSandbox:
+        return api_pb2.PodSandbox(
+            id=r.id,
+            metadata=self._metadata(r),
+            state=STATES[r.state],
+            created_at=r.created_at,
+            labels=r.labels,
+            annotations=r.annotations,
+            runtime_handler=r.runtime_handler,
+        )
 
     # --- stats and resources ---------------------------------------------------
 

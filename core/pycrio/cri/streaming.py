@@ -2,7 +2,8 @@
 
 The RPCs only check the request and store it under a single-use token; the
 kubelet then proxies the user's stream to the URL, where the streaming server
-(pycrio.streaming) runs the exec, attaches to conmon, or dials into the pod.
+(pycrio.streaming) runs the exec, attaches through the runtime driver, or
+dials into the pod.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pycrio.container.record import RUNNING
 from pycrio.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from pycrio.kernel.context import CallContext
 from pycrio.kernel.hookspecs import hookimpl
+from pycrio.kernel.interfaces import STDOUT, Attachment
 from pycrio.kernel.kernel import Kernel
-from pycrio.oci import attach, conmon
 from pycrio.sandbox import netns
 from pycrio.sandbox.record import READY
 from pycrio.streaming import channels, process_io
@@ -185,25 +186,17 @@ class StreamingService:
 
     def _attach(self, request: api_pb2.AttachRequest, io: SessionIO) -> None:
         r = self._running(request.container_id)
-        record = conmon.read_monitor_record(r.state_dir)
-        if record is None:
-            raise FailedPrecondition(f"container {r.id} has no monitor to attach to")
-        try:
-            sock = attach.connect(record.attach_path)
-        except OSError as e:
-            raise FailedPrecondition(
-                f"cannot attach to container {r.id}: its monitor is not listening ({e})"
-            ) from e
+        attachment = self.containers.runtime(r.runtime_handler).attach(r.id)
         if io.stdin is not None and r.stdin:
-            background(_attach_input, sock, io, r.stdin_once)
+            background(_attach_input, attachment, io, r.stdin_once)
         if io.resize is not None:
-            background(_attach_resizes, r.state_dir, io)
-        closer = background(_close_on_disconnect, sock, io)
+            background(_attach_resizes, attachment, io)
+        closer = background(_close_on_disconnect, attachment, io)
         try:
-            while packet := sock.recv(attach.BUF_SIZE + 1):
-                pipe, payload = attach.split_packet(packet)
-                out = io.stdout if pipe == attach.PIPE_STDOUT else io.stderr
-                if out is not None and payload:
+            while (chunk := attachment.recv()) is not None:
+                stream, payload = chunk
+                out = io.stdout if stream == STDOUT else io.stderr
+                if out is not None:
                     out.write(payload)
         except OSError as e:
             if not io.disconnected.is_set():
@@ -212,7 +205,7 @@ class StreamingService:
             io.disconnected.set()  # ends the closer; end_input the input and resize helpers
             io.end_input()
             closer.join(timeout=2)
-            sock.close()
+            attachment.close()
         for stream in (io.stdout, io.stderr):
             if stream is not None:
                 stream.close()
@@ -233,31 +226,28 @@ def _with_full_id(request: Any, container_id: str) -> Any:
     return stored
 
 
-def _attach_input(sock: socket.socket, io: SessionIO, stdin_once: bool) -> None:
+def _attach_input(attachment: Attachment, io: SessionIO, stdin_once: bool) -> None:
     assert io.stdin is not None
     try:
         while chunk := io.stdin.read():
-            attach.send_input(sock, chunk)
+            attachment.send(chunk)
     except OSError as e:
         log.debug("attach input ended: %s", e)
         return
     if stdin_once and not io.disconnected.is_set():
-        attach.end_input(sock)
+        attachment.close_input()
 
 
-def _attach_resizes(state_dir: str, io: SessionIO) -> None:
+def _attach_resizes(attachment: Attachment, io: SessionIO) -> None:
     assert io.resize is not None
     while (size := io.resize.get()) is not None:
         try:
-            conmon.resize_terminal(state_dir, size.width, size.height)
-        except FailedPrecondition as e:
+            attachment.resize(size.width, size.height)
+        except (FailedPrecondition, OSError) as e:
             log.debug("attach resize failed: %s", e)
             return
 
 
-def _close_on_disconnect(sock: socket.socket, io: SessionIO) -> None:
+def _close_on_disconnect(attachment: Attachment, io: SessionIO) -> None:
     io.disconnected.wait()
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError as e:
-        log.debug("attach socket already closed: %s", e)
+    attachment.close()

@@ -66,11 +66,24 @@ class Driver(abc.ABC):  # noqa: B024 - the roles below declare the abstract meth
 
 
 # --- pycrio.runtime ---------------------------------------------------------
+#
+# Who calls what, and when (the whole story is in docs/plugins.md, "Writing a
+# runtime driver"):
+#
+# * at startup the core calls ``set_exit_listener`` once, then ``recover``
+#   with the ids of the containers it remembers that had not exited;
+# * CreateContainer writes the OCI bundle and calls ``create``; StartContainer
+#   calls ``start``; StopContainer calls ``kill`` and waits for the exit the
+#   driver pushes; RemoveContainer calls ``delete``;
+# * the driver calls the exit listener, from any thread, exactly when a
+#   container's process has ended (also for one that ended while the daemon
+#   was down, from ``recover``). The core never reads a driver's files and
+#   never polls: ContainerStatus and ListContainers are answered from memory.
 
 
 @dataclass
 class RuntimeState:
-    """What an OCI runtime's ``state`` reports about one container."""
+    """What the runtime reports about one container right now."""
 
     id: str
     status: str  # creating, created, running, paused, stopped
@@ -79,33 +92,72 @@ class RuntimeState:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PodInfo:
+    """The pod a container belongs to, as far as a runtime driver cares.
+
+    ``cgroup_parent`` is the pod's cgroup (a cgroupfs path or a systemd slice,
+    as the cgroup driver made it; "" when there is none): a driver puts its
+    per-container helpers (a monitor, a shim) there, so they count against
+    the pod and go with it.
+    """
+
+    id: str
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    cgroup_parent: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class CreateRequest:
     """Everything a runtime driver needs to create one container.
 
     ``bundle`` is a directory holding config.json (the OCI spec, with the
-    rootfs already mounted at ``root.path``). The container's process must be
-    supervised by a monitor that outlives the daemon and that writes the exit
-    code to ``<exit_dir>/<container_id>`` (conmon's exit-file format: the
-    decimal exit code, 128+signal for a signal) when the process ends, and its
-    stdout/stderr to ``log_path`` in the CRI log format.
+    rootfs already mounted at ``root.path``); it belongs to the core, which
+    removes it after ``delete``. The driver writes the container's stdout and
+    stderr to ``log_path`` in the CRI log format, and keeps whatever else it
+    needs (pid files, sockets, exit records) in its own directories
+    (``DriverContext.state_dir`` and ``run_dir``).
     """
 
     container_id: str
     bundle: str
     log_path: str
-    exit_dir: str
-    #: directory of the monitor's own files (pid files, attach socket, oom file)
-    state_dir: str
+    pod: PodInfo
     tty: bool = False
     stdin: bool = False
     stdin_once: bool = False
     log_size_max: int = -1  # bytes; -1 for no limit
-    cgroup_parent: str = ""  # where the monitor process itself is placed ("" = leave it)
     #: Called with the monitor's pid before it starts the container, so the
     #: cgroup driver can put it in its cgroup (CgroupDriver.place_monitor);
-    #: None leaves placement to ``cgroup_parent``.
+    #: None leaves placement to the driver (``pod.cgroup_parent``).
     place_monitor: Callable[[int], None] | None = None
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a container's process ended, as the driver saw it.
+
+    ``exit_code`` follows the shell: 128+signal for a signal death.
+    ``finished_at`` is nanoseconds since the epoch. ``reason`` may be left
+    "" for the core to derive (OOMKilled, Completed or Error, as CRI-O).
+    """
+
+    exit_code: int
+    finished_at: int
+    oom_killed: bool = False
+    reason: str = ""
+    message: str = ""
+
+
+#: ``listener(container_id, status)``: called by the driver when a container exits.
+ExitListener = Callable[[str, ExitStatus], None]
+
+#: The stream an :class:`Attachment` chunk came from.
+STDOUT = 1
+STDERR = 2
 
 
 @dataclass
@@ -149,18 +201,106 @@ class ExecProcess(abc.ABC):
         """Release the fds and files; after :meth:`wait` or :meth:`kill`."""
 
 
-class RuntimeDriver(Driver):
-    """Runs containers for one RuntimeClass handler.
+class Attachment(abc.ABC):
+    """A live connection to a running container's stdio (``kubectl attach``).
 
-    ``create`` leaves the container in the ``created`` state with its monitor
-    running; ``start`` runs the user process. Every call has a timeout and
-    raises pycrio.errors errors: NotFound when the runtime does not know the
-    container, Internal (with the runtime's stderr) when the runtime fails.
+    The streaming layer reads output with :meth:`recv` on one thread while
+    others call :meth:`send`, :meth:`close_input` and :meth:`resize`;
+    :meth:`close` (from any thread) makes a blocked :meth:`recv` return None.
     """
 
     @abc.abstractmethod
+    def recv(self) -> tuple[int, bytes] | None:
+        """The next chunk of output as (STDOUT or STDERR, bytes); None at the end."""
+
+    @abc.abstractmethod
+    def send(self, data: bytes) -> None:
+        """Write to the container's stdin; OSError when the container is gone."""
+
+    @abc.abstractmethod
+    def close_input(self) -> None:
+        """End the container's stdin (a stdin_once container sees EOF)."""
+
+    @abc.abstractmethod
+    def resize(self, width: int, height: int) -> None:
+        """Resize the container's terminal (TTY containers)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Disconnect; the container keeps running."""
+
+
+@dataclass(frozen=True)
+class RuntimeFeatures:
+    """What the Status call reports for a handler (CRI RuntimeHandlerFeatures)."""
+
+    recursive_read_only_mounts: bool = False
+    user_namespaces: bool = False
+
+
+class RuntimeDriver(Driver):
+    """Runs containers for one RuntimeClass handler, and owns their whole life.
+
+    The driver supervises each container so that it outlives the daemon,
+    records how it exits (even while the daemon is down) and tells the core
+    through the exit listener. Every call has a timeout and raises
+    pycrio.errors errors: NotFound when the runtime does not know the
+    container, Internal (with the runtime's message) when the runtime fails,
+    Unimplemented for an optional operation the driver lacks.
+    """
+
+    _exit_listener: ExitListener | None = None
+
+    # --- exits ------------------------------------------------------------
+
+    def set_exit_listener(self, listener: ExitListener) -> None:
+        """The core's callback for exits; called once at startup, before ``recover``.
+
+        From then on the driver calls ``listener(container_id, status)`` once
+        per container exit it observes, from any thread, without holding locks
+        the core could wait on. A driver that keeps a watcher thread starts it
+        here. Calling the listener twice for one exit is harmless.
+        """
+        self._exit_listener = listener
+
+    def notify_exit(self, container_id: str, status: ExitStatus) -> None:
+        """Hand one exit to the core (a helper for drivers)."""
+        listener = self._exit_listener
+        if listener is not None:
+            listener(container_id, status)
+
+    @abc.abstractmethod
+    def exit_status(self, container_id: str) -> ExitStatus | None:
+        """How the container ended, or None while it has not (or is unknown).
+
+        The core asks this rarely (after a stop that saw no pushed exit), never
+        on a status call.
+        """
+
+    def recover(self, container_ids: list[str]) -> dict[str, ExitStatus]:
+        """After a daemon restart: take these containers back.
+
+        ``container_ids`` are the containers the core remembers as created or
+        running. The driver reconnects to whatever supervises them and
+        returns the exits it learns happened while the daemon was down; later
+        exits it pushes through the listener. The default asks
+        :meth:`exit_status` for each.
+        """
+        exits = {}
+        for cid in container_ids:
+            status = self.exit_status(cid)
+            if status is not None:
+                exits[cid] = status
+        return exits
+
+    # --- lifecycle --------------------------------------------------------
+
+    @abc.abstractmethod
     def create(self, request: CreateRequest) -> int:
-        """Create the container; return the pid of its init process."""
+        """Create the container, left ``created``; return the pid of its init process.
+
+        A failed create leaves nothing behind in the runtime.
+        """
 
     @abc.abstractmethod
     def start(self, container_id: str) -> None: ...
@@ -175,7 +315,13 @@ class RuntimeDriver(Driver):
 
     @abc.abstractmethod
     def delete(self, container_id: str, *, force: bool = False) -> None:
-        """Delete the container from the runtime; deleting an unknown one is not an error."""
+        """Forget the container and everything the driver kept for it.
+
+        Deleting an unknown one is not an error; a running one without
+        ``force`` is FailedPrecondition.
+        """
+
+    # --- IO ---------------------------------------------------------------
 
     @abc.abstractmethod
     def exec_sync(
@@ -194,19 +340,34 @@ class RuntimeDriver(Driver):
         """Start ``argv`` in the container for a streaming exec, without waiting."""
         raise Unimplemented(f"the {type(self).__name__} driver has no streaming exec")
 
+    def attach(self, container_id: str) -> Attachment:
+        """Connect to the running container's stdio (CRI Attach)."""
+        raise Unimplemented(f"the {type(self).__name__} driver cannot attach to containers")
+
+    def reopen_log(self, container_id: str) -> None:
+        """Reopen ``log_path`` (the kubelet rotated it away); returns once it exists again."""
+        raise Unimplemented(f"the {type(self).__name__} driver cannot reopen container logs")
+
+    # --- resources --------------------------------------------------------
+
     @abc.abstractmethod
     def update(self, container_id: str, resources: dict[str, Any]) -> None:
         """Apply an OCI ``linux.resources`` object to a running container."""
 
     def pause(self, container_id: str) -> None:
-        raise NotImplementedError
+        raise Unimplemented(f"the {type(self).__name__} driver cannot pause containers")
 
     def resume(self, container_id: str) -> None:
-        raise NotImplementedError
+        raise Unimplemented(f"the {type(self).__name__} driver cannot resume containers")
 
-    def features(self) -> dict[str, Any]:
-        """The runtime's ``features`` document (OCI runtime-spec features.md)."""
-        return {}
+    def stats(self, container_id: str) -> CgroupStats:
+        """Usage of one container, for drivers whose containers the cgroup driver cannot see
+        (a VM); the core reads the container's cgroup itself otherwise."""
+        raise Unimplemented(f"the {type(self).__name__} driver reports no container stats")
+
+    def features(self) -> RuntimeFeatures:
+        """What the handler supports, for the Status call."""
+        return RuntimeFeatures()
 
 
 # --- pycrio.cgroup ----------------------------------------------------------

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 import pycrio
 from pycrio.config import Config
-from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument, NotFound
+from pycrio.errors import CRIError, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.kernel import Kernel
 from pycrio.server.grpc_server import SOCKET_MODE, SocketInUse, prepare_socket_path
@@ -251,6 +251,8 @@ class StatusAPI:
             (driver.pause if pause else driver.resume)(r.id)
         except (FailedPrecondition, NotFound) as e:
             raise HTTPError(HTTPStatus.CONFLICT, e.message) from e
+        except Unimplemented as e:
+            raise HTTPError(HTTPStatus.NOT_IMPLEMENTED, e.message) from e
         except CRIError as e:
             log.warning("%s of container %s failed: %s", "pause" if pause else "resume", r.id, e)
             raise HTTPError(

@@ -6,22 +6,30 @@ import os
 import tempfile
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a synced temporary file and a rename."""
+def write_atomic(path: str, data: bytes, mode: int = 0o644, *, sync: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename.
+
+    ``sync`` makes it durable (fsync of the file and of the directory: some
+    milliseconds on a busy disk). Without it the write is still atomic for
+    any reader and survives the daemon being killed; only a machine crash may
+    lose it: for what can be learned again after a restart.
+    """
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    fsync_dir(directory)
+    if sync:
+        fsync_dir(directory)
 
 
 TEMP_PREFIX = ".tmp-"

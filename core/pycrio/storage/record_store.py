@@ -29,6 +29,9 @@ class RecordStore(Generic[R]):
         clean_temp(directory)  # a daemon killed mid-save leaves its temporary file
         self._lock = threading.Lock()
         self._records: dict[str, R] = {}
+        #: Moves on every save and delete: a list built at one generation is
+        #: still right while the generation stays.
+        self.generation = 0
         for name in os.listdir(directory):
             if name.endswith(".json"):
                 with open(os.path.join(directory, name)) as f:
@@ -36,11 +39,14 @@ class RecordStore(Generic[R]):
                 record = record_type(**data)
                 self._records[record.id] = record
 
-    def save(self, record: R) -> None:
+    def save(self, record: R, *, durable: bool = True) -> None:
+        """Write the record; ``durable=False`` for changes a restart can learn again."""
         data = json.dumps(asdict(record), sort_keys=True).encode()  # type: ignore[call-overload]
-        write_atomic(os.path.join(self.directory, f"{record.id}.json"), data, 0o600)
+        path = os.path.join(self.directory, f"{record.id}.json")
+        write_atomic(path, data, 0o600, sync=durable)
         with self._lock:
             self._records[record.id] = record
+            self.generation += 1
 
     def delete(self, record_id: str) -> None:
         try:
@@ -49,6 +55,7 @@ class RecordStore(Generic[R]):
             pass
         with self._lock:
             self._records.pop(record_id, None)
+            self.generation += 1
 
     def get(self, record_id: str) -> R | None:
         with self._lock:

@@ -25,8 +25,7 @@ from pycrio_runtime_crun import CrunDriver
 
 from pycrio.config.load import defaults
 from pycrio.errors import CRIError, NotFound
-from pycrio.kernel.interfaces import CreateRequest, DriverContext
-from pycrio.oci import conmon
+from pycrio.kernel.interfaces import CreateRequest, DriverContext, PodInfo
 
 pytestmark = pytest.mark.integration
 
@@ -83,8 +82,7 @@ class CrunEnv:
             container_id=cid,
             bundle=str(bundle),
             log_path=str(bundle / "ctr.log"),
-            exit_dir=str(self.tmp / "exits"),
-            state_dir=str(bundle / "state"),
+            pod=PodInfo(id="pod-" + cid),
         )
         self.driver.create(req)
         self.driver.start(cid)
@@ -143,10 +141,10 @@ def crun_env(tmp_path: Path) -> Iterator[CrunEnv]:
 def test_crun_lifecycle_and_exec(crun_env: CrunEnv) -> None:
     req = crun_env.run(["sh", "-c", "echo hello; exit 3"])
     deadline = time.monotonic() + 10
-    while conmon.read_exit_code(req.exit_dir, req.container_id) is None:
+    while (status := crun_env.driver.exit_status(req.container_id)) is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert conmon.read_exit_code(req.exit_dir, req.container_id) == 3
+    assert status.exit_code == 3
     assert Path(req.log_path).read_bytes().rstrip().endswith(b" stdout F hello")
     long = crun_env.run(["sleep", "1000"])
     r = crun_env.driver.exec_sync(long.container_id, ["echo", "hi"], 10)

@@ -1,18 +1,21 @@
-"""pycrio's ``runc`` runtime driver.
+"""pycrio's ``runc`` runtime driver: an OCI-CLI runtime monitored by conmon.
 
-Everything is in the core's OCI runtime CLI base (pycrio.oci): runc's
-command line is the reference that base is written against, so the driver
-only names the binary. Kept as its own distribution so a node installs
-the runtimes it has, and so a handler's driver is chosen by configuration.
+This distribution is the home of everything that drives a runtime with
+runc's command line under conmon: :class:`OCIRuntimeCLI` (the
+:class:`~pycrio.kernel.interfaces.RuntimeDriver`), conmon's protocol and
+files, attach, exec and the exit-file watcher. runc's command line is the
+reference it is written against, so :class:`RuncDriver` only names the
+binary; other runtimes with the same command line (crun) subclass
+:class:`OCIRuntimeCLI` from their own distribution.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from pycrio.oci import OCIRuntimeCLI
+from pycrio_runtime_runc.driver import OCIRuntimeCLI, parse_state, runtime_message
 
-__all__ = ["RuncDriver"]
+__all__ = ["OCIRuntimeCLI", "RuncDriver", "parse_state", "runtime_message"]
 
 
 class RuncDriver(OCIRuntimeCLI):

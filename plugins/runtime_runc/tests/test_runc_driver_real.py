@@ -16,18 +16,25 @@ import secrets
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pycrio_runtime_runc import RuncDriver
+from pycrio_runtime_runc import RuncDriver, conmon
 
 from pycrio import reaper
 from pycrio.config.load import defaults
 from pycrio.errors import Internal, NotFound
-from pycrio.kernel.interfaces import CreateRequest, DriverContext
-from pycrio.oci import conmon
+from pycrio.kernel.interfaces import (
+    STDOUT,
+    CreateRequest,
+    DriverContext,
+    ExitStatus,
+    PodInfo,
+    RuntimeFeatures,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +129,6 @@ class Env:
     def __init__(self, tmp: Path, sock_dir: str, cgroup_parent: str) -> None:
         self.tmp = tmp
         self.cgroup_parent = cgroup_parent
-        self.exit_dir = str(tmp / "exits")
         ctx = DriverContext(
             "runc",
             defaults(),
@@ -157,15 +163,16 @@ class Env:
         (bundle / "config.json").write_text(json.dumps(config))
         return str(bundle)
 
-    def create(self, args: list[str], memory: int = 0, **kw: object) -> tuple[CreateRequest, int]:
+    def create(
+        self, args: list[str], memory: int = 0, cgroup_parent: str = "", **kw: object
+    ) -> tuple[CreateRequest, int]:
         cid = "t" + secrets.token_hex(8)
         self.ids.append(cid)
         req = CreateRequest(
             container_id=cid,
             bundle=self.bundle(args, cid, memory),
             log_path=str(self.tmp / cid / "logs" / "0.log"),
-            exit_dir=self.exit_dir,
-            state_dir=str(self.tmp / cid / "state"),
+            pod=PodInfo(id="pod-" + cid, cgroup_parent=cgroup_parent),
             **kw,  # type: ignore[arg-type]
         )
         pid = self.driver.create(req)
@@ -176,15 +183,18 @@ class Env:
         self.driver.start(req.container_id)
         return req, pid
 
+    def state_dir(self, req: CreateRequest) -> str:
+        return self.driver.persist_dir(req.container_id)
+
     def exit_code(self, req: CreateRequest, timeout: float = 10) -> int:
-        return int(  # type: ignore[call-overload]
-            _wait(
-                lambda: conmon.read_exit_code(req.exit_dir, req.container_id) is not None,
-                timeout,
-                "the exit file",
-            )
-            and conmon.read_exit_code(req.exit_dir, req.container_id)
+        _wait(
+            lambda: self.driver.exit_status(req.container_id) is not None,
+            timeout,
+            "the exit status",
         )
+        status = self.driver.exit_status(req.container_id)
+        assert status is not None
+        return status.exit_code
 
     def cleanup(self) -> None:
         # a zombie of ours inside a container's pid namespace would keep its
@@ -199,7 +209,7 @@ class Env:
                     call()
                 except Exception:  # noqa: BLE001,S110 - best effort, keep cleaning
                     pass
-            pid = conmon.monitor_pid(str(self.tmp / cid / "state"))
+            pid = conmon.monitor_pid(self.driver.persist_dir(cid))
             if pid and _alive(pid):
                 try:
                     _wait(lambda p=pid: not _alive(p), 5, "conmon to exit")
@@ -298,11 +308,16 @@ def test_lifecycle_logs_and_exit_zero(env: Env) -> None:
     m = LOG_LINE.match(lines[0])
     assert m and m.group(3) == b"stdout" and m.group(4) == b"F" and m.group(5) == b"hello"
     assert env.driver.state(req.container_id).status == "stopped"
-    assert (Path(req.state_dir) / "exit").read_text() == "0"
-    assert not conmon.container_oom_killed(req.state_dir)
+    assert (Path(env.state_dir(req)) / "exit").read_text() == "0"
+    status = env.driver.exit_status(req.container_id)
+    assert status is not None and not status.oom_killed
+    assert abs(status.finished_at - time.time_ns()) < 60 * 10**9
     env.driver.delete(req.container_id)
     with pytest.raises(NotFound):
         env.driver.state(req.container_id)
+    # delete forgets everything the driver kept, the exit with it
+    assert env.driver.exit_status(req.container_id) is None
+    assert not Path(env.state_dir(req)).exists()
 
 
 def test_exit_code_three_and_stderr(env: Env) -> None:
@@ -390,13 +405,17 @@ def test_pause_resume_and_features(env: Env) -> None:
     assert env.driver.state(req.container_id).status == "paused"
     env.driver.resume(req.container_id)
     assert env.driver.state(req.container_id).status == "running"
-    feats = env.driver.features()
+    feats = env.driver.oci_features()
     assert "ociVersionMin" in feats and "hooks" in feats
+    want_rro = "rro" in feats.get("mountOptions", [])
+    assert env.driver.features() == RuntimeFeatures(
+        recursive_read_only_mounts=want_rro, user_namespaces=env.driver.features().user_namespaces
+    )
 
 
 def test_container_outlives_the_create_call(env: Env) -> None:
     req, pid = env.run(["sleep", "1000"])
-    mon = conmon.monitor_pid(req.state_dir)
+    mon = conmon.monitor_pid(env.state_dir(req))
     assert mon and _alive(mon)
     # the conmon we started has exited and been reaped; the monitor it forked
     # was re-parented to us (the subreaper) and is nobody's Popen
@@ -415,7 +434,7 @@ def test_container_outlives_the_create_call(env: Env) -> None:
 
 def test_monitor_placed_in_pod_cgroup(env: Env) -> None:
     req, _ = env.run(["sleep", "1000"], cgroup_parent=env.cgroup_parent)
-    mon = conmon.monitor_pid(req.state_dir)
+    mon = conmon.monitor_pid(env.state_dir(req))
     with open(f"/proc/{mon}/cgroup") as f:
         lines = f.read().splitlines()
     want = f"{env.cgroup_parent}/pycrio-conmon-{req.container_id}"
@@ -431,14 +450,14 @@ def test_oom_kill_marked(env: Env) -> None:
     script = "a=$(head -c 268435456 /dev/zero | tr '\\000' a); echo ${#a}"
     req, _ = env.run(["sh", "-c", script], memory=16 * 1024 * 1024)
     assert env.exit_code(req, timeout=30) == 128 + signal.SIGKILL
-    _wait(lambda: conmon.container_oom_killed(req.state_dir), 5, "the oom file")
+    _wait(lambda: env.driver.exit_status(req.container_id).oom_killed, 5, "the OOM kill")
 
 
 def test_reopen_log(env: Env) -> None:
     req, _ = env.run(["sh", "-c", "while true; do echo tick; sleep 0.1; done"])
     _wait(lambda: Path(req.log_path).exists() and Path(req.log_path).stat().st_size, 5, "a log")
     os.rename(req.log_path, req.log_path + ".1")
-    conmon.reopen_log(req.state_dir)
+    env.driver.reopen_log(req.container_id)
     _wait(lambda: b"tick" in Path(req.log_path).read_bytes(), 5, "ticks in the new log")
 
 
@@ -455,3 +474,43 @@ def test_unknown_container(env: Env) -> None:
     env.driver.delete("no-such-container", force=True)
     with pytest.raises(NotFound):
         env.driver.kill("no-such-container", signal.SIGTERM)
+
+
+def test_exits_are_pushed_to_the_listener(env: Env) -> None:
+    got: dict[str, ExitStatus] = {}
+    seen = threading.Event()
+
+    def listener(cid: str, status: ExitStatus) -> None:
+        got[cid] = status
+        seen.set()
+
+    env.driver.set_exit_listener(listener)
+    req, _ = env.run(["sh", "-c", "exit 7"])
+    assert seen.wait(5), "no exit was pushed"
+    time.sleep(0.2)  # room for a (wrong) second report
+    assert list(got) == [req.container_id]  # not conmon's temporary "<id>.XXXXXX" as well
+    assert got[req.container_id].exit_code == 7
+    assert got[req.container_id] == env.driver.exit_status(req.container_id)
+
+
+def test_recover_reports_exits_missed_while_down(env: Env) -> None:
+    done, _ = env.run(["true"])
+    alive, _ = env.run(["sleep", "1000"])
+    env.exit_code(done)
+    exits = env.driver.recover([done.container_id, alive.container_id])
+    assert set(exits) == {done.container_id}
+    assert exits[done.container_id].exit_code == 0
+
+
+def test_attach_reads_output_and_writes_input(env: Env) -> None:
+    req, _ = env.run(["cat"], stdin=True, stdin_once=True)
+    att = env.driver.attach(req.container_id)
+    try:
+        att.send(b"ping\n")
+        stream, data = att.recv() or (0, b"")
+        assert (stream, data) == (STDOUT, b"ping\n")
+        att.close_input()
+        assert env.exit_code(req) == 0  # cat saw EOF
+    finally:
+        att.close()
+    assert att.recv() is None

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from pycrio.oci import exec_sync
+from pycrio_runtime_runc import exec_sync
 
 
 def _run(script: str, tmp_path: Path, timeout: float = 10, cap: int = 1 << 20):

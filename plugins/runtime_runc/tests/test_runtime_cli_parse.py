@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from pycrio_runtime_runc import OCIRuntimeCLI, parse_state, runtime_message
 
 from pycrio.config.load import defaults
 from pycrio.errors import Internal, Unavailable
 from pycrio.kernel.interfaces import DriverContext
-from pycrio.oci import OCIRuntimeCLI, parse_state, runtime_message
 
 
 def test_parse_state_runc() -> None:

@@ -13,6 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
+from collections.abc import Callable
+
+from pycrio.kernel.interfaces import STDERR, STDOUT, Attachment
 
 PIPE_STDOUT = 2
 PIPE_STDERR = 3
@@ -54,3 +58,43 @@ def send_input(sock: socket.socket, data: bytes) -> None:
 def end_input(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_WR)
+
+
+class ConmonAttachment(Attachment):
+    """The driver's :class:`Attachment`: conmon's attach socket plus its control FIFO."""
+
+    def __init__(self, sock: socket.socket, resize: Callable[[int, int], None]) -> None:
+        self._sock = sock
+        self._resize = resize
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def recv(self) -> tuple[int, bytes] | None:
+        while True:
+            try:
+                packet = self._sock.recv(BUF_SIZE + 1)
+            except OSError:
+                return None
+            if not packet:
+                return None
+            pipe, payload = split_packet(packet)
+            if payload:
+                return (STDOUT if pipe == PIPE_STDOUT else STDERR), payload
+
+    def send(self, data: bytes) -> None:
+        send_input(self._sock, data)
+
+    def close_input(self) -> None:
+        end_input(self._sock)
+
+    def resize(self, width: int, height: int) -> None:
+        self._resize(width, height)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pycrio_runtime_runc.driver import OCIRuntimeCLI
 
 from pycrio.config import defaults
 from pycrio.kernel.interfaces import DriverContext
-from pycrio.oci import OCIRuntimeCLI
 
 
 @pytest.mark.parametrize(

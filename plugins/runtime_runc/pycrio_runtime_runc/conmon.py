@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pycrio import reaper
 from pycrio.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument
 
-log = logging.getLogger("pycrio.oci.conmon")
+log = logging.getLogger("pycrio.runc.conmon")
 
 CTL_RESIZE = 1
 CTL_REOPEN_LOGS = 2

@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from pycrio_runtime_runc import conmon
 
 from pycrio.errors import FailedPrecondition
-from pycrio.oci import conmon
 
 
 def test_exit_code_absent_then_present(tmp_path: Path) -> None:

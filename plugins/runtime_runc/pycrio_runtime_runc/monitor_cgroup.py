@@ -18,7 +18,7 @@ import logging
 import os
 import time
 
-log = logging.getLogger("pycrio.oci.monitor_cgroup")
+log = logging.getLogger("pycrio.runc.monitor_cgroup")
 
 PREFIX = "pycrio-conmon-"
 

@@ -23,7 +23,7 @@ from pycrio import reaper
 from pycrio.errors import Internal
 from pycrio.kernel.interfaces import ExecResult
 
-log = logging.getLogger("pycrio.oci")
+log = logging.getLogger("pycrio.runc")
 
 CHUNK = 65536
 #: How long to keep draining pipes once the process was killed: a grandchild

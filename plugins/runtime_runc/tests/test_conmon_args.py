@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pycrio_runtime_runc import conmon
 
 from pycrio.errors import Internal, InvalidArgument
-from pycrio.oci import conmon
 
 
 def _spec(**kw: object) -> conmon.MonitorSpec:

@@ -34,7 +34,7 @@ import tty as tty_
 from pycrio import reaper
 from pycrio.errors import Internal
 from pycrio.kernel.interfaces import ExecProcess
-from pycrio.oci import exec_sync
+from pycrio_runtime_runc import exec_sync
 
 #: Bound on the detached runtime's run: it only starts the process.
 RUNTIME_TIMEOUT = 60.0

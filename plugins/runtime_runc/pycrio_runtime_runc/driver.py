@@ -2,10 +2,11 @@
 
 Why one base: runc and crun take the same commands and flags, so a driver
 for either is this class with another default binary. Containers are
-created through conmon (:mod:`pycrio.oci.conmon`) so they outlive the
-daemon; every other call runs the runtime directly, as argv lists, with a
-timeout, and turns its failure into a :mod:`pycrio.errors` error carrying
-the runtime's stderr.
+created through conmon (:mod:`pycrio_runtime_runc.conmon`) so they outlive
+the daemon and conmon records their exits; every exit file it writes is
+pushed to the core by :mod:`pycrio_runtime_runc.exit_watcher`. Every other
+call runs the runtime directly, as argv lists, with a timeout, and turns its
+failure into a :mod:`pycrio.errors` error carrying the runtime's stderr.
 
 Handler options read (``[runtime.runtimes.<handler>]``; "" means default):
 
@@ -23,6 +24,7 @@ Handler options read (``[runtime.runtimes.<handler>]``; "" means default):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,18 +44,23 @@ from pycrio.errors import (
     Unavailable,
 )
 from pycrio.kernel.interfaces import (
+    Attachment,
     CreateRequest,
     DriverContext,
     ExecProcess,
     ExecResult,
+    ExitListener,
+    ExitStatus,
     RuntimeDriver,
+    RuntimeFeatures,
     RuntimeState,
 )
-from pycrio.oci import conmon, exec_sync, monitor_cgroup
-from pycrio.oci.conmon import runtime_message
-from pycrio.oci.exec_session import CLIExecProcess
+from pycrio_runtime_runc import attach, conmon, exec_sync, monitor_cgroup
+from pycrio_runtime_runc.conmon import runtime_message
+from pycrio_runtime_runc.exec_session import CLIExecProcess
+from pycrio_runtime_runc.exit_watcher import ExitWatcher
 
-log = logging.getLogger("pycrio.oci.runtime")
+log = logging.getLogger("pycrio.runc.runtime")
 
 DEFAULT_COMMAND_TIMEOUT = 30.0
 DEFAULT_CREATE_TIMEOUT = 120.0
@@ -106,6 +113,9 @@ class OCIRuntimeCLI(RuntimeDriver):
         # each container's OCI process object: an exec (a probe, say) then
         # needs no `runtime state` call to find the bundle
         self._processes: dict[str, dict[str, Any]] = {}
+        # conmon writes each container's exit code here; the watcher pushes it
+        self.exit_dir = os.path.join(ctx.run_dir, "exits")
+        self._watcher: ExitWatcher | None = None
 
     # --- binaries -------------------------------------------------------------
 
@@ -184,9 +194,14 @@ class OCIRuntimeCLI(RuntimeDriver):
     def _monitor_cgroups_file(self, container_id: str) -> str:
         return os.path.join(self.ctx.run_dir, "monitor-cgroups", container_id)
 
+    def persist_dir(self, container_id: str) -> str:
+        """conmon's files for one container: pid files, ``exit``, ``oom``, the monitor record."""
+        return os.path.join(self.ctx.run_dir, "containers", container_id)
+
     def create(self, request: CreateRequest) -> int:
         """Create through conmon; the container is left ``created`` with conmon watching it."""
         os.makedirs(self.runtime_root, mode=0o700, exist_ok=True)
+        state_dir = self.persist_dir(request.container_id)
         runtime_args = [f"--root={self.runtime_root}"]
         if self.systemd_cgroup:
             runtime_args.append("--systemd-cgroup")
@@ -197,8 +212,8 @@ class OCIRuntimeCLI(RuntimeDriver):
             container_id=request.container_id,
             bundle=request.bundle,
             log_path=request.log_path,
-            exit_dir=request.exit_dir,
-            state_dir=request.state_dir,
+            exit_dir=self.exit_dir,
+            state_dir=state_dir,
             socket_dir=self.socket_dir,
             runtime_args=runtime_args,
             tty=request.tty,
@@ -216,7 +231,9 @@ class OCIRuntimeCLI(RuntimeDriver):
             if request.place_monitor is not None:
                 request.place_monitor(pid)
                 return
-            cgroups.extend(monitor_cgroup.place(pid, request.cgroup_parent, request.container_id))
+            cgroups.extend(
+                monitor_cgroup.place(pid, request.pod.cgroup_parent, request.container_id)
+            )
 
         record = conmon.MonitorRecord(
             container_id=request.container_id,
@@ -224,7 +241,7 @@ class OCIRuntimeCLI(RuntimeDriver):
             log_path=request.log_path,
             ctl_path=conmon.ctl_fifo_path(request.bundle),
             attach_path=conmon.attach_socket_path(self.socket_dir, request.container_id),
-            conmon_pid_file=conmon.conmon_pid_file(request.state_dir),
+            conmon_pid_file=conmon.conmon_pid_file(state_dir),
         )
         try:
             pid = conmon.start(spec, timeout=self.create_timeout, place=place)
@@ -245,7 +262,7 @@ class OCIRuntimeCLI(RuntimeDriver):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "w", encoding="utf-8") as f:
                     json.dump(cgroups, f)
-        conmon.write_monitor_record(request.state_dir, record)
+        conmon.write_monitor_record(state_dir, record)
         return pid
 
     def start(self, container_id: str) -> None:
@@ -287,6 +304,9 @@ class OCIRuntimeCLI(RuntimeDriver):
                 raise self._fail("delete", container_id, cp)
         self._processes.pop(container_id, None)
         self._remove_monitor_cgroups(container_id)
+        shutil.rmtree(self.persist_dir(container_id), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.exit_dir, container_id))
         # conmon's link from the attach socket dir to the bundle
         link = os.path.join(self.socket_dir, container_id)
         if os.path.islink(link):
@@ -301,6 +321,64 @@ class OCIRuntimeCLI(RuntimeDriver):
             return
         monitor_cgroup.remove(cgroups)
         os.unlink(path)
+
+    # --- exits ---------------------------------------------------------------
+
+    def exit_status(self, container_id: str) -> ExitStatus | None:
+        """From conmon's exit file (its mtime is the finish time) and its ``oom`` file."""
+        code = conmon.read_exit_code(self.exit_dir, container_id)
+        if code is None:
+            return None
+        try:
+            finished = os.stat(os.path.join(self.exit_dir, container_id)).st_mtime_ns
+        except FileNotFoundError:
+            return None  # deleted meanwhile
+        oom = conmon.container_oom_killed(self.persist_dir(container_id))
+        return ExitStatus(exit_code=code, finished_at=finished, oom_killed=oom)
+
+    def set_exit_listener(self, listener: ExitListener) -> None:
+        """Start watching conmon's exit directory; each new exit file is pushed."""
+        super().set_exit_listener(listener)
+        if self._watcher is None:
+            self._watcher = ExitWatcher(self.exit_dir, self._exit_file_seen)
+            self._watcher.start()
+
+    def _exit_file_seen(self, container_id: str) -> bool:
+        if "." in container_id:
+            # conmon writes "<id>.XXXXXX" and renames it (g_file_set_contents): the
+            # temporary name is not a container; the rename reports the real one
+            return True
+        status = self.exit_status(container_id)
+        if status is not None:
+            self.notify_exit(container_id, status)
+        return True
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    # --- attach and logs ------------------------------------------------------
+
+    def attach(self, container_id: str) -> Attachment:
+        state_dir = self.persist_dir(container_id)
+        record = conmon.read_monitor_record(state_dir)
+        if record is None:
+            raise FailedPrecondition(f"container {container_id} has no monitor to attach to")
+        try:
+            sock = attach.connect(record.attach_path)
+        except OSError as e:
+            raise FailedPrecondition(
+                f"cannot attach to container {container_id}: its monitor is not listening ({e})"
+            ) from e
+
+        def resize(width: int, height: int) -> None:
+            conmon.resize_terminal(state_dir, width, height)
+
+        return attach.ConmonAttachment(sock, resize)
+
+    def reopen_log(self, container_id: str) -> None:
+        conmon.reopen_log(self.persist_dir(container_id))
 
     # --- exec ----------------------------------------------------------------
 
@@ -421,7 +499,18 @@ class OCIRuntimeCLI(RuntimeDriver):
         if cp.returncode != 0:
             raise self._fail("resume", container_id, cp)
 
-    def features(self) -> dict[str, Any]:
+    def features(self) -> RuntimeFeatures:
+        """From the runtime's OCI features document (runtime-spec features.md)."""
+        doc = self.oci_features()
+        linux = doc.get("linux") or {}
+        namespaces = linux.get("namespaces") or []
+        idmap = (linux.get("mountExtensions") or {}).get("idmap") or {}
+        return RuntimeFeatures(
+            recursive_read_only_mounts="rro" in (doc.get("mountOptions") or []),
+            user_namespaces="user" in namespaces and bool(idmap.get("enabled")),
+        )
+
+    def oci_features(self) -> dict[str, Any]:
         """``<runtime> features`` (cached); {} when the runtime has no such command."""
         with self._lock:
             if self._features is None:
