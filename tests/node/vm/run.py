@@ -142,12 +142,17 @@ def ensure_image(packages: list[str]) -> Path:
 
 def debian_packages() -> list[str]:
     """The Makefile's DEB_PACKAGES plus what a systemd guest needs."""
+    # Run from `make test`, this is a sub-make of a sub-make: without
+    # --no-print-directory and the parent's MAKEFLAGS/MAKELEVEL, make adds
+    # "make[2]: Entering directory ..." lines to what it prints.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     out = subprocess.run(
-        ["make", "-s", "-C", str(PROJECT), "print-deb-packages"],
+        ["make", "-s", "--no-print-directory", "-C", str(PROJECT), "print-deb-packages"],
         check=True,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     ).stdout.split()
     return sorted(set(out) | set(GUEST_PACKAGES))
 
