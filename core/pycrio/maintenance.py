@@ -481,7 +481,6 @@ def find_problems(config: Config) -> list[Problem]:
     for directory, known, kind in (
         (ctr_dir, containers, "container layer"),
         (os.path.join(runroot, "containers"), containers, "container state"),
-        (os.path.join(runroot, "exits"), containers, "exit file"),
         (os.path.join(runroot, "pods"), sandboxes, "pod state"),
     ):
         if not os.path.isdir(directory):
@@ -528,7 +527,6 @@ def _drop_container(
         for path in (
             os.path.join(ctr_dir, record.id),
             os.path.join(config.runroot, "containers", record.id),
-            os.path.join(config.runroot, "exits", record.id),
         ):
             _rm(path)()
         if not any(
