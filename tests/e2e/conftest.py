@@ -15,8 +15,46 @@ from typing import Any
 import image_e2e
 import pytest
 import registry_env
+import runtime_mode
 from container_e2e import Pod, module_daemon, pod_per_test
 from daemon import DaemonProcess
+
+
+@pytest.fixture(scope="session")
+def shim_pause_image(
+    registry: registry_env.RegistryServer, tmp_path_factory: pytest.TempPathFactory
+) -> registry_env.PushedImage:
+    """The pause image of shim v2 pods: busybox sleeping, as its entrypoint.
+
+    Pods of a VM handler always have an infra container (the sandbox).
+    """
+    work = tmp_path_factory.mktemp("shim-pause")
+    layout = registry_env.OCILayout(work / "layout")
+    base = registry_env.compress_layer(registry_env.busybox_rootfs_tar())
+    built = layout.build_image(
+        [base], tag="pause", config={"Entrypoint": ["/bin/sleep", "100000"], "Cmd": None}
+    )
+    return registry_env.push(
+        registry_env.Skopeo(work / "skopeo"), layout, "pause", registry,
+        "pycrio-test/shim-pause", "1", built=built,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shimv2_mode(request: pytest.FixtureRequest) -> None:
+    """PYCRIO_TEST_RUNTIME=shimv2: every daemon names the pause image (see runtime_mode.py).
+
+    Skips the whole e2e tier, with the reason, when the shim or the ``vm``
+    driver is missing: the mode was asked for and cannot be given.
+    """
+    if not runtime_mode.shimv2():
+        return
+    reason = runtime_mode.shim_missing_reason()
+    if reason:
+        pytest.skip(f"{runtime_mode.ENV}=shimv2 but {reason}")
+    registry = request.getfixturevalue("registry")
+    runtime_mode.pause_image = request.getfixturevalue("shim_pause_image").name
+    runtime_mode.registries_conf = image_e2e.insecure(registry.host)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -84,14 +83,10 @@ def test_infra_container_runs_in_the_pod_and_goes_with_it(
     bundle = d.tmp / "runroot" / "containers" / infra_id / "bundle" / "config.json"
     annotations = json.loads(bundle.read_text())["annotations"]
     assert annotations["io.pycrio.test/adjusted-as"] == "sandbox"
-    state = subprocess.run(
-        ["runc", "--root", str(d.tmp / "runroot" / "drivers" / "runc" / "root"), "state", infra_id],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    pid = json.loads(state.stdout)["pid"]
+    verbose = rt.ContainerStatus(
+        api_pb2.ContainerStatusRequest(container_id=infra_id, verbose=True)
+    ).info["info"]
+    pid = json.loads(verbose)["pid"]
     # the infra container joins the pod's pinned IPC namespace, and the
     # host's network and UTS namespaces of this host-network pod
     assert os.stat(info["namespaces"]["ipc"]).st_ino == os.stat(f"/proc/{pid}/ns/ipc").st_ino

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import runtime_mode
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
 
@@ -58,6 +59,8 @@ class DaemonProcess:
         ]
 
     def start(self, wait: bool = True) -> DaemonProcess:
+        # PYCRIO_TEST_RUNTIME=shimv2: the shim v2 handler as the default (runtime_mode.py)
+        runtime_mode.write_dropin(self.config, self.config_dir, self.tmp / "test-runtime")
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=self._stderr, env=self.env
