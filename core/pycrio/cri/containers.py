@@ -382,6 +382,7 @@ class ContainerService:
         if cgroup is not None and sandbox.cgroup_path:
             record.cgroups_path = cgroup.container_cgroups_path(sandbox.cgroup_path, record.id)
         image_config = self.images.image_config(image)
+        handler_table = self.kernel.config.runtimes[sandbox.runtime_handler]
         volume_sources = self._mount_image_volumes(record)
         spec = oci_spec.build_spec(
             oci_spec.SpecInputs(
@@ -402,9 +403,11 @@ class ContainerService:
                 resolv_conf_path=os.path.join(sandbox.run_dir, "resolv.conf"),
                 shm_path=sandbox.shm_path,
                 cgroups_path=record.cgroups_path,
-                allowed_annotations=tuple(
-                    self.kernel.config.runtimes[sandbox.runtime_handler]["allowed_annotations"]
+                allowed_annotations=tuple(handler_table["allowed_annotations"]),
+                privileged_without_host_devices=bool(
+                    handler_table.get("privileged_without_host_devices")
                 ),
+                infra=record.infra,
                 log_path=record.log_path,
                 host=self.host_facts,
             )

@@ -207,7 +207,7 @@ class SandboxService:
         store.save(record)
         try:
             self._build(record, config)
-            if not self.kernel.config.get("runtime.drop_infra_ctr"):
+            if self._needs_infra(record):
                 self._infra_up(record, config, ctx)
             self.kernel.hook.pycrio_sandbox_starting(sandbox=record, ctx=ctx)
         except BaseException as e:
@@ -289,6 +289,14 @@ class SandboxService:
         record.infra_id = self.containers.create(record, request, ctx, infra=True)
         self._store().save(record)
         self.containers.start(self.containers.store.get(record.infra_id))
+
+    def _needs_infra(self, record: SandboxRecord) -> bool:
+        """An infra container unless drop_infra_ctr, and always for a runtime that
+        makes the pod's sandbox from it (a VM runtime)."""
+        if not self.kernel.config.get("runtime.drop_infra_ctr"):
+            return True
+        driver = self.kernel.runtime_driver(record.runtime_handler)
+        return bool(getattr(driver, "needs_pod_sandbox_container", False))
 
     def _infra(self, record: SandboxRecord) -> Any:
         if not record.infra_id or self.containers is None:
