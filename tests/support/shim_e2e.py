@@ -63,15 +63,19 @@ class ShimSnapshot:
         """What is left of the pod once it was removed; empty when nothing is.
 
         Without ``daemon_has_pods`` any FIFO under the daemon's root or runroot
-        counts, whatever its name: no pod remains that could own it.
+        counts, whatever its name: no pod remains that could own it. Below
+        /run/containerd (shared with other daemons) only what names the pod's
+        ids counts.
         """
         found = [f"shim process {p} still runs: {shim_cmdline(p)}" for p in self.shims if alive(p)]
         found += [f"shim socket {s}" for s in self.sockets if os.path.exists(s)]
-        dirs = [d.tmp / "root", d.tmp / "runroot", CONTAINERD_STATE]
+        own = [d.tmp / "root", d.tmp / "runroot"]
+        dirs = [*own, CONTAINERD_STATE]
         found += [f"mount {m}" for m in mounts_under(*dirs) if any(i in m for i in self.ids)]
         for path, mode in walk(dirs):
             named = any(i in path for i in self.ids)
-            if stat.S_ISFIFO(mode) and (named or not daemon_has_pods):
+            mine = not daemon_has_pods and any(path.startswith(f"{o}/") for o in own)
+            if stat.S_ISFIFO(mode) and (named or mine):
                 found.append(f"FIFO {path}")
             elif named:
                 found.append(f"state {path}")
