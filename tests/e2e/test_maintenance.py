@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import leaks
 import pytest
 import registry_env
 from container_e2e import Pod, alive, daemon_config, pod_config, wait_until
@@ -101,6 +102,10 @@ def test_check_repair_and_wipe(
     assert r.returncode == 0, r.stdout + r.stderr
     assert "removed" in r.stdout
     wait_until(lambda: not alive(pid), 10, "the container to be killed by wipe")
+    # nor its monitor: conmon, or the pod's shim v2 (with its runtime state)
+    wait_until(lambda: not leaks.monitors_of(runroot), 10, "the container's monitor to go")
+    shim_state = [p for i in (cid, pod.id) for p in Path("/run/containerd").glob(f"*/*/{i}")]
+    assert shim_state == []  # a shim v2's runtime state (runc's under /run/containerd/runc/<ns>)
     assert mounts_under(root, runroot) == []
     assert not (root / "storage").exists() and not (root / "sandboxes").exists()
 
