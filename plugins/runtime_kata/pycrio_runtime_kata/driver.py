@@ -58,7 +58,7 @@ from pycrio.kernel.interfaces import (
 from pycrio.ttrpc import Client
 from pycrio_runtime_kata import api, shim_binary
 from pycrio_runtime_kata import stats as stats_mod
-from pycrio_runtime_kata.events import TOPIC_EXIT, EventServer, TaskEvent
+from pycrio_runtime_kata.events import TOPIC_EXIT, SharedEvents, TaskEvent
 from pycrio_runtime_kata.records import ContainerRecord, RecordStore
 from pycrio_runtime_kata.task_client import ShimGone, TaskClient
 
@@ -126,7 +126,7 @@ class ShimV2Driver(RuntimeDriver):
         self._ooms: set[str] = set()  # task ids the shim reported OOM-killed
         self._oom_seen = threading.Condition(self._lock)
         self._waiting: set[str] = set()  # container ids with a Wait thread
-        self._events: EventServer | None = None
+        self._subscribed = False
         self._closing = False
 
     # --- the shim binary ----------------------------------------------------
@@ -168,11 +168,10 @@ class ShimV2Driver(RuntimeDriver):
 
     def _ensure_events(self) -> None:
         with self._lock:
-            if self._events is not None:
+            if self._subscribed:
                 return
-            server = EventServer(self.events_path, self._on_event)
-            server.start()
-            self._events = server
+            SharedEvents.subscribe(self.events_path, self._on_event)
+            self._subscribed = True
 
     def _on_event(self, event: TaskEvent) -> None:
         if event.kind == "TaskOOM":
@@ -640,9 +639,9 @@ class ShimV2Driver(RuntimeDriver):
             self._shims.clear()
         for shim in shims:
             shim.tasks.close()
-        if self._events is not None:
-            self._events.stop()
-            self._events = None
+        if self._subscribed:
+            SharedEvents.unsubscribe(self.events_path, self._on_event)
+            self._subscribed = False
 
     # --- IO -------------------------------------------------------------------
 

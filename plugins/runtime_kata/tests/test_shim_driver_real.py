@@ -165,3 +165,21 @@ def test_restart_reconnects_and_reports_missed_exits(env: ShimEnv) -> None:
     for cid in (long_cid, short_cid):
         driver.delete(cid)
     wait_for(lambda: _no_shims_left(env), 10, "the shims to exit")
+
+
+def test_two_handlers_of_the_driver_share_the_events_socket(env: ShimEnv) -> None:
+    """Both handlers' drivers get the kernel's one run dir: each still sees its OOM kills."""
+    other = env.new_driver()
+    env.drivers.append(other)
+    script = "a=$(head -c 268435456 /dev/zero | tr '\\000' a); echo ${#a}"
+    first, _ = env.run(["sh", "-c", script], memory=16 << 20)
+    env.driver, main = other, env.driver
+    try:
+        second, _ = env.run(["sh", "-c", script], memory=16 << 20)
+        assert env.wait_exit(second, 30).oom_killed
+    finally:
+        env.driver = main
+    assert env.wait_exit(first, 30).oom_killed
+    other.delete(second)
+    env.driver.delete(first)
+    wait_for(lambda: _no_shims_left(env), 10, "the shims to exit")
