@@ -171,40 +171,36 @@ def drain_log(path: str, container_id: str) -> threading.Thread | None:
     return thread
 
 
-def start(
-    cmd: ShimCommand, container_id: str, bundle: str, timeout: float, stdin: bytes = b""
-) -> str:
-    """Run ``start`` in ``bundle``; the shim's socket path."""
+def start(cmd: ShimCommand, container_id: str, bundle: str, timeout: float) -> str:
+    """Run ``start`` in ``bundle``; the shim's socket path.
+
+    No options on stdin (containerd sends the runc shim's options there; Kata
+    takes its configuration from the CreateTaskRequest instead).
+    """
     argv = cmd.argv(container_id, "start")
     try:
-        proc = reaper.popen(
+        cp = reaper.run(
             argv,
+            timeout,
             cwd=bundle,
             env=cmd.env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
         )
-    except OSError as e:
-        raise Internal(f"cannot run shim {cmd.runtime_path!r}: {e.strerror}") from e
-    try:
-        out, err = proc.communicate(input=stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
         raise DeadlineExceeded(
             f"shim {cmd.runtime_path} start for {container_id} did not finish within {timeout:g}s"
         ) from None
-    finally:
-        reaper.release(proc.pid)
-    if proc.returncode != 0:
-        message = (err or out).decode(errors="replace").strip()
+    except OSError as e:
+        raise Internal(f"cannot run shim {cmd.runtime_path!r}: {e.strerror}") from e
+    if cp.returncode != 0:
+        message = (cp.stderr or cp.stdout).decode(errors="replace").strip()
         raise Internal(
             f"shim {cmd.runtime_path} start for {container_id} failed"
-            f" (exit {proc.returncode}): {message[-2000:]}"
+            f" (exit {cp.returncode}): {message[-2000:]}"
         )
     try:
-        return parse_address(out)
+        return parse_address(cp.stdout)
     except ValueError as e:
         raise Internal(f"shim {cmd.runtime_path} start for {container_id}: {e}") from e
 

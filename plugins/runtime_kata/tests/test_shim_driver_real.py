@@ -18,7 +18,7 @@ import pytest
 from shimenv import ShimEnv, alive, set_subreaper, shim_pids_of, skip_reason, wait_for
 
 from pycrio import reaper
-from pycrio.errors import FailedPrecondition, NotFound
+from pycrio.errors import FailedPrecondition, Internal, NotFound
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +183,24 @@ def test_two_handlers_of_the_driver_share_the_events_socket(env: ShimEnv) -> Non
     other.delete(second)
     env.driver.delete(first)
     wait_for(lambda: _no_shims_left(env), 10, "the shims to exit")
+
+
+def test_failed_create_leaves_nothing_behind(env: ShimEnv) -> None:
+    with pytest.raises(Internal, match="no-such-binary"):
+        env.create(["/bin/no-such-binary"])
+    cid = env.ids[-1]
+    with pytest.raises(NotFound):
+        env.driver.state(cid)
+    assert not os.listdir(os.path.join(env.state_dir, "containers"))
+    # the shim it started for the pod is shut down again
+    wait_for(lambda: _no_shims_left(env), 10, "the shim to exit")
+
+
+def test_a_shim_that_will_not_start_is_a_clear_error(env: ShimEnv, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-shim"
+    broken.write_text("#!/bin/sh\necho 'cannot start: no hypervisor' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    env.driver._runtime_path = str(broken)
+    with pytest.raises(Internal, match="start .* failed \\(exit 3\\): cannot start: no hypervisor"):
+        env.create(["true"])
+    assert not os.listdir(os.path.join(env.state_dir, "containers"))
