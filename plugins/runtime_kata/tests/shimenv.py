@@ -67,7 +67,9 @@ def remove_cgroup_tree(rel: str) -> None:
                 os.rmdir(dirpath)
 
 
-def oci_config(args: list[str], cgroups_path: str, annotations: dict[str, str]) -> dict[str, Any]:
+def oci_config(
+    args: list[str], cgroups_path: str, annotations: dict[str, str], rootfs: str
+) -> dict[str, Any]:
     caps = ["CAP_KILL", "CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_DAC_OVERRIDE"]
     return {
         "ociVersion": "1.0.2",
@@ -80,7 +82,7 @@ def oci_config(args: list[str], cgroups_path: str, annotations: dict[str, str]) 
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "noNewPrivileges": True,
         },
-        "root": {"path": "rootfs", "readonly": False},
+        "root": {"path": rootfs, "readonly": False},  # absolute, as the core writes it
         "hostname": "pycrio-test",
         "annotations": annotations,
         "mounts": [
@@ -166,7 +168,7 @@ class ShimEnv:
         ctype: str = "container",
         memory: int = 0,
     ) -> str:
-        bundle = self.tmp / cid
+        bundle = self.tmp / cid / "bundle"  # as the core lays bundles out
         rootfs = bundle / "rootfs"
         for d in ("bin", "proc", "dev", "sys", "tmp", "etc"):
             (rootfs / d).mkdir(parents=True, exist_ok=True)
@@ -179,7 +181,7 @@ class ShimEnv:
             "io.kubernetes.cri-o.SandboxID": pod_id,
             "io.kubernetes.cri-o.ContainerType": ctype,
         }
-        config = oci_config(args, f"{self.cgroup_parent}/{cid}", annotations)
+        config = oci_config(args, f"{self.cgroup_parent}/{cid}", annotations, str(rootfs))
         if memory:
             mem = {"limit": memory}
             if os.path.exists(f"{CGROUP_ROOT}/memory/memory.memsw.limit_in_bytes"):

@@ -128,23 +128,31 @@ def test_oom_kill_is_reported(env: ShimEnv) -> None:
 
 
 def test_killed_shim_reports_its_containers_exited(env: ShimEnv) -> None:
-    cid, pid = env.run(["sleep", "1000"])
+    pod = "pod" + os.urandom(6).hex()
+    sandbox, sandbox_pid = env.run(["sleep", "1000"], pod_id=pod, ctype="sandbox")
+    cid, pid = env.run(["sleep", "1000"], pod_id=pod)
+    created, _ = env.create(["sleep", "1000"], pod_id=pod)
     (shim,) = shim_pids_of(env.run_dir)
     address = env.driver._records[cid].address
     assert os.path.exists(address)
     os.kill(shim, signal.SIGKILL)
-    status = env.wait_exit(cid, 30)
-    assert status.reason == "Error"
-    assert "shim" in status.message
-    assert status.exit_code != 0
-    # the cleanup (`shim delete`) removed the container the dead shim left behind
-    wait_for(lambda: not alive(pid), 10, "the orphaned container to be killed")
+    for c in (sandbox, cid, created):
+        status = env.wait_exit(c, 30)
+        assert status.reason == "Error"
+        assert "shim" in status.message
+        assert status.exit_code != 0
+    # the cleanup (`shim delete`, run where it finds each task's bundle) removed
+    # the containers the dead shim left behind, the pod's sandbox task included
+    wait_for(lambda: not alive(pid) and not alive(sandbox_pid), 10, "the orphans to be killed")
+    assert not os.listdir("/run/containerd/runc/pycrio-test")
     reaper.reap_orphans()
     assert not alive(shim)
     assert not os.path.exists(address), "the dead shim's socket is removed"
-    env.driver.delete(cid)
-    with pytest.raises(NotFound):
-        env.driver.state(cid)
+    for c in (sandbox, cid, created):
+        env.driver.delete(c)
+        with pytest.raises(NotFound):
+            env.driver.state(c)
+    assert not os.listdir(env.driver.links_dir)
 
 
 def test_restart_reconnects_and_reports_missed_exits(env: ShimEnv) -> None:
