@@ -42,6 +42,7 @@ _FILES = (
     ("events_service.proto", "containerd/events_service.proto"),
     ("runtimeoptions.proto", "containerd/runtimeoptions.proto"),
     ("cgroups_v1.proto", "containerd/cgroups_v1.proto"),
+    ("cgroups_v2.proto", "containerd/cgroups_v2.proto"),
 )
 
 
@@ -57,7 +58,7 @@ def _load(file: str, name: str) -> SimpleNamespace:
     return ns
 
 
-types, task_types, task, events, events_service, runtimeoptions, cgroups = (
+types, task_types, task, events, events_service, runtimeoptions, cgroups, cgroups_v2 = (
     _load(f, n) for f, n in _FILES
 )
 

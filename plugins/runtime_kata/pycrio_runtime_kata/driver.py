@@ -58,7 +58,7 @@ from pycrio.kernel.interfaces import (
 from pycrio.ttrpc import Client
 from pycrio_runtime_kata import api, shim_binary
 from pycrio_runtime_kata import stats as stats_mod
-from pycrio_runtime_kata.events import TOPIC_EXIT, EventServer, TaskEvent
+from pycrio_runtime_kata.events import TOPIC_EXIT, SharedEvents, TaskEvent
 from pycrio_runtime_kata.records import ContainerRecord, RecordStore
 from pycrio_runtime_kata.task_client import ShimGone, TaskClient
 
@@ -118,6 +118,8 @@ class ShimV2Driver(RuntimeDriver):
         self.create_timeout = float(opts.get("create_timeout") or DEFAULT_CREATE_TIMEOUT)
         self.records = RecordStore(ctx.state_dir)
         self.events_path = os.path.join(ctx.run_dir, "events.sock")
+        # each task's bundle as the shim sees it: <links_dir>/<task id> -> the core's bundle
+        self.links_dir = os.path.join(ctx.run_dir, "bundles")
         self._lock = threading.RLock()
         self._shims: dict[str, Shim] = {}  # by address
         self._records: dict[str, ContainerRecord] = {}  # by container id
@@ -126,7 +128,7 @@ class ShimV2Driver(RuntimeDriver):
         self._ooms: set[str] = set()  # task ids the shim reported OOM-killed
         self._oom_seen = threading.Condition(self._lock)
         self._waiting: set[str] = set()  # container ids with a Wait thread
-        self._events: EventServer | None = None
+        self._subscribed = False
         self._closing = False
 
     # --- the shim binary ----------------------------------------------------
@@ -168,11 +170,10 @@ class ShimV2Driver(RuntimeDriver):
 
     def _ensure_events(self) -> None:
         with self._lock:
-            if self._events is not None:
+            if self._subscribed:
                 return
-            server = EventServer(self.events_path, self._on_event)
-            server.start()
-            self._events = server
+            SharedEvents.subscribe(self.events_path, self._on_event)
+            self._subscribed = True
 
     def _on_event(self, event: TaskEvent) -> None:
         if event.kind == "TaskOOM":
@@ -383,7 +384,8 @@ class ShimV2Driver(RuntimeDriver):
             container_id=cid,
             task_id=task_id,
             pod_id=request.pod.id,
-            bundle=request.bundle,
+            bundle=os.path.join(self.links_dir, task_id),
+            real_bundle=request.bundle,
             sandbox=sandbox,
             terminal=request.tty,
             log_path=request.log_path,
@@ -401,9 +403,10 @@ class ShimV2Driver(RuntimeDriver):
 
     def _create(self, record: ContainerRecord, request: CreateRequest) -> int:
         cmd = self._command()
-        log_fifo = shim_binary.ensure_log_fifo(record.bundle)
+        self.records.save(record)  # before anything exists: a crash from here is cleaned up
+        shim_binary.link_bundle(self.links_dir, record.task_id, record.real_bundle)
+        log_fifo = shim_binary.ensure_log_fifo(record.real_bundle)
         shim_binary.drain_log(log_fifo, record.container_id)
-        self.records.save(record)  # before the shim exists: a crash here is cleaned up
         address = shim_binary.start(cmd, record.task_id, record.bundle, self.create_timeout)
         record.address = address
         self.records.save(record)
@@ -414,7 +417,7 @@ class ShimV2Driver(RuntimeDriver):
         with self._lock:
             shim.containers.add(record.container_id)
             if new_shim:
-                record.shim_bundle = record.bundle
+                record.shim_bundle = record.real_bundle
         if new_shim:
             self._place_shim(shim, record, request)
         record.shim_bundle = record.shim_bundle or self._shim_bundle_of(address)
@@ -472,8 +475,11 @@ class ShimV2Driver(RuntimeDriver):
                 self._by_task.pop(record.task_id, None)
                 self._ooms.discard(record.task_id)
         self.records.remove(container_id)
-        if record is not None and record.io_dir:
-            shutil.rmtree(record.io_dir, ignore_errors=True)
+        if record is not None:
+            if record.real_bundle:
+                shim_binary.unlink_bundle(record.bundle, record.real_bundle)
+            if record.io_dir:
+                shutil.rmtree(record.io_dir, ignore_errors=True)
 
     def _known(self, container_id: str) -> tuple[ContainerRecord, Shim]:
         """The record and the live shim of a container; NotFound / FailedPrecondition."""
@@ -503,11 +509,11 @@ class ShimV2Driver(RuntimeDriver):
         shim = self._shim_of(container_id)
         if shim is None or shim.tasks.closed:
             if exit_known:
-                return RuntimeState(container_id, "stopped", 0, record.bundle)
+                return RuntimeState(container_id, "stopped", 0, record.real_bundle)
             raise NotFound(f"container {container_id}: its shim is gone")
         resp = shim.tasks.state(record.task_id)
         status = _STATUS.get(api.task_types.Status.Name(resp.status), "unknown")
-        return RuntimeState(container_id, status, int(resp.pid), resp.bundle or record.bundle)
+        return RuntimeState(container_id, status, int(resp.pid), record.real_bundle)
 
     def kill(self, container_id: str, signal: int, *, all_processes: bool = False) -> None:
         with self._lock:
@@ -640,9 +646,9 @@ class ShimV2Driver(RuntimeDriver):
             self._shims.clear()
         for shim in shims:
             shim.tasks.close()
-        if self._events is not None:
-            self._events.stop()
-            self._events = None
+        if self._subscribed:
+            SharedEvents.unsubscribe(self.events_path, self._on_event)
+            self._subscribed = False
 
     # --- IO -------------------------------------------------------------------
 

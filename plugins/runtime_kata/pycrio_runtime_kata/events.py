@@ -135,3 +135,44 @@ class EventServer:
         self._server.stop()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+class SharedEvents:
+    """One EventServer per socket path in this process, shared by its subscribers.
+
+    Two handlers of the ``vm`` driver get the same run dir (the kernel's
+    directories are per driver, not per handler), so they share the events
+    socket too; each subscriber ignores the tasks it does not own.
+    """
+
+    _lock = threading.Lock()
+    _servers: dict[str, tuple[EventServer, list[Callable[[TaskEvent], None]]]] = {}
+
+    @classmethod
+    def subscribe(cls, path: str, on_event: Callable[[TaskEvent], None]) -> None:
+        with cls._lock:
+            entry = cls._servers.get(path)
+            if entry is None:
+                listeners: list[Callable[[TaskEvent], None]] = []
+
+                def fan_out(event: TaskEvent) -> None:
+                    for listener in list(listeners):
+                        listener(event)
+
+                server = EventServer(path, fan_out)
+                server.start()
+                entry = cls._servers[path] = (server, listeners)
+            entry[1].append(on_event)
+
+    @classmethod
+    def unsubscribe(cls, path: str, on_event: Callable[[TaskEvent], None]) -> None:
+        with cls._lock:
+            entry = cls._servers.get(path)
+            if entry is None:
+                return
+            server, listeners = entry
+            if on_event in listeners:
+                listeners.remove(on_event)
+            if not listeners:
+                del cls._servers[path]
+                server.stop()

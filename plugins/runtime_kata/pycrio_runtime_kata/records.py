@@ -22,7 +22,10 @@ class ContainerRecord:
     container_id: str
     task_id: str
     pod_id: str
+    #: the bundle as the shim knows it: a link named by the task id (see shim_binary)
     bundle: str
+    #: the core's bundle directory the link points to
+    real_bundle: str = ""
     #: the shim's ttrpc socket ("" until ``start`` answered)
     address: str = ""
     #: the bundle the shim was started in (its cwd: its ``log`` FIFO lives there)

@@ -16,7 +16,12 @@ writing would block, or fail if it is missing).
 
 ``delete`` is the cleanup command for a container whose shim is gone: it
 removes the runtime's container and prints a protobuf DeleteResponse (exit
-status and time) on stdout.
+status and time) on stdout. It finds the bundle as containerd lays bundles
+out, ``<dir>/<task id>``: the runc shim reads ``<dirname(cwd)>/<id>/runtime``.
+pycrio's bundles are named otherwise (``<container>/bundle``), so the driver
+gives each task a link named by its task id (:func:`link_bundle`) and runs
+the shim there, with ``$PWD`` naming the link (Go's os.Getwd returns $PWD
+when it is the working directory).
 """
 
 from __future__ import annotations
@@ -69,14 +74,44 @@ class ShimCommand:
             args.append("-debug")
         return [*args, action]
 
-    def env(self) -> dict[str, str]:
+    def env(self, cwd: str = "") -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             TTRPC_ADDRESS=self.ttrpc_address,
             GRPC_ADDRESS=self.address,
             NAMESPACE=self.namespace,
         )
+        if cwd:
+            env["PWD"] = cwd
+        else:
+            env.pop("PWD", None)
         return env
+
+
+def link_bundle(links_dir: str, task_id: str, bundle: str) -> str:
+    """``<links_dir>/<task id>``, a symlink to ``bundle``: the bundle path the shim is given."""
+    os.makedirs(links_dir, mode=0o700, exist_ok=True)
+    link = os.path.join(links_dir, task_id)
+    try:
+        current = os.readlink(link)
+    except FileNotFoundError:
+        current = None
+    except OSError as e:
+        raise Internal(f"{link} exists and is not a link to a bundle: {e.strerror}") from e
+    if current != bundle:
+        if current is not None:
+            os.unlink(link)
+        os.symlink(bundle, link)
+    return link
+
+
+def unlink_bundle(link: str, bundle: str) -> None:
+    """Remove the task's link if it still points at ``bundle``."""
+    try:
+        if os.readlink(link) == bundle:
+            os.unlink(link)
+    except OSError:
+        pass
 
 
 def parse_address(output: bytes | str) -> str:
@@ -171,40 +206,36 @@ def drain_log(path: str, container_id: str) -> threading.Thread | None:
     return thread
 
 
-def start(
-    cmd: ShimCommand, container_id: str, bundle: str, timeout: float, stdin: bytes = b""
-) -> str:
-    """Run ``start`` in ``bundle``; the shim's socket path."""
+def start(cmd: ShimCommand, container_id: str, bundle: str, timeout: float) -> str:
+    """Run ``start`` in ``bundle``; the shim's socket path.
+
+    No options on stdin (containerd sends the runc shim's options there; Kata
+    takes its configuration from the CreateTaskRequest instead).
+    """
     argv = cmd.argv(container_id, "start")
     try:
-        proc = reaper.popen(
+        cp = reaper.run(
             argv,
+            timeout,
             cwd=bundle,
-            env=cmd.env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            env=cmd.env(bundle),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
         )
-    except OSError as e:
-        raise Internal(f"cannot run shim {cmd.runtime_path!r}: {e.strerror}") from e
-    try:
-        out, err = proc.communicate(input=stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
         raise DeadlineExceeded(
             f"shim {cmd.runtime_path} start for {container_id} did not finish within {timeout:g}s"
         ) from None
-    finally:
-        reaper.release(proc.pid)
-    if proc.returncode != 0:
-        message = (err or out).decode(errors="replace").strip()
+    except OSError as e:
+        raise Internal(f"cannot run shim {cmd.runtime_path!r}: {e.strerror}") from e
+    if cp.returncode != 0:
+        message = (cp.stderr or cp.stdout).decode(errors="replace").strip()
         raise Internal(
             f"shim {cmd.runtime_path} start for {container_id} failed"
-            f" (exit {proc.returncode}): {message[-2000:]}"
+            f" (exit {cp.returncode}): {message[-2000:]}"
         )
     try:
-        return parse_address(out)
+        return parse_address(cp.stdout)
     except ValueError as e:
         raise Internal(f"shim {cmd.runtime_path} start for {container_id}: {e}") from e
 
@@ -221,7 +252,14 @@ def delete(cmd: ShimCommand, container_id: str, bundle: str, timeout: float) -> 
     argv = cmd.argv(container_id, "delete", bundle=bundle)
     cwd = bundle if os.path.isdir(bundle) else "/"
     try:
-        cp = reaper.run(argv, timeout, cwd=cwd, env=cmd.env(), capture_output=True)
+        cp = reaper.run(
+            argv,
+            timeout,
+            cwd=cwd,
+            env=cmd.env(cwd),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+        )
     except subprocess.TimeoutExpired:
         raise DeadlineExceeded(
             f"shim {cmd.runtime_path} delete for {container_id} did not finish within {timeout:g}s"

@@ -2,8 +2,9 @@
 
 The shim answers with an Any: ``io.containerd.cgroups.v1.Metrics`` on a
 cgroup v1 host (the runc shim, and Kata's agent reporting the guest's
-cgroups), ``io.containerd.cgroups.v2.Metrics`` on v2. Only v1 is decoded
-here; a v2 answer is reported as unavailable rather than guessed.
+cgroups), ``io.containerd.cgroups.v2.Metrics`` on v2. Both are read the way
+the cgroupfs driver reads the files they come from (working set = usage
+minus inactive file pages); any other answer is unavailable, not guessed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pycrio.kernel.interfaces import BlkioDevice, CgroupStats
 from pycrio_runtime_kata import api
 
 V1_METRICS = "io.containerd.cgroups.v1.Metrics"
+V2_METRICS = "io.containerd.cgroups.v2.Metrics"
 
 #: the kernel's "no limit" for memory counters on v1 (PAGE_COUNTER_MAX pages)
 _UNLIMITED = 1 << 62
@@ -26,13 +28,18 @@ def _limit(value: int) -> int:
 
 def from_any(stats: Any) -> CgroupStats:
     name = api.type_name(stats.type_url)
-    if name != V1_METRICS:
-        raise Unavailable(
-            f"the shim reported stats as {name or 'nothing'!r}; pycrio reads only {V1_METRICS}"
-        )
-    m = api.cgroups.Metrics()
-    m.ParseFromString(stats.value)
-    return from_v1(m)
+    if name == V1_METRICS:
+        m = api.cgroups.Metrics()
+        m.ParseFromString(stats.value)
+        return from_v1(m)
+    if name == V2_METRICS:
+        m2 = api.cgroups_v2.Metrics()
+        m2.ParseFromString(stats.value)
+        return from_v2(m2)
+    raise Unavailable(
+        f"the shim reported stats as {name or 'nothing'!r}; pycrio reads {V1_METRICS}"
+        f" and {V2_METRICS}"
+    )
 
 
 def from_v1(m: Any) -> CgroupStats:
@@ -76,4 +83,47 @@ def from_v1(m: Any) -> CgroupStats:
         memory_swap_limit_bytes=_limit(mem.swap.limit),
         blkio=list(blkio.values()),
         hugetlb={h.pagesize: (h.usage, h.max) for h in m.hugetlb},
+    )
+
+
+def from_v2(m: Any) -> CgroupStats:
+    """The v2 Metrics message as CgroupStats (microseconds become nanoseconds)."""
+    mem = m.memory
+    usage = mem.usage
+    working_set = usage - mem.inactive_file if usage > mem.inactive_file else 0
+    limit = _limit(mem.usage_limit)
+    blkio = [
+        BlkioDevice(
+            e.major,
+            e.minor,
+            bytes={"Read": e.rbytes, "Write": e.wbytes, "Total": e.rbytes + e.wbytes},
+            ios={"Read": e.rios, "Write": e.wios, "Total": e.rios + e.wios},
+        )
+        for e in m.io.usage
+    ]
+    return CgroupStats(
+        cpu_usage_ns=m.cpu.usage_usec * 1000,
+        cpu_user_ns=m.cpu.user_usec * 1000,
+        cpu_system_ns=m.cpu.system_usec * 1000,
+        cpu_periods=m.cpu.nr_periods,
+        cpu_throttled_periods=m.cpu.nr_throttled,
+        cpu_throttled_ns=m.cpu.throttled_usec * 1000,
+        memory_usage_bytes=usage,
+        memory_max_usage_bytes=mem.max_usage,
+        memory_working_set_bytes=working_set,
+        memory_rss_bytes=mem.anon,
+        memory_cache_bytes=mem.file,
+        memory_mapped_file_bytes=mem.file_mapped,
+        memory_swap_bytes=mem.swap_usage,
+        memory_kernel_bytes=mem.kernel_stack + mem.slab,
+        memory_oom_kills=m.memory_events.oom_kill,
+        memory_page_faults=mem.pgfault,
+        memory_major_page_faults=mem.pgmajfault,
+        memory_available_bytes=(max(limit - working_set, 0) if limit else None),
+        pids=m.pids.current,
+        pids_limit=m.pids.limit,
+        memory_limit_bytes=limit,
+        memory_swap_limit_bytes=_limit(mem.swap_limit),
+        blkio=blkio,
+        hugetlb={h.pagesize: (h.current, h.max) for h in m.hugetlb},
     )

@@ -6,6 +6,7 @@ the test process and its exit reaped here (reaper.reap_orphans).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -13,11 +14,14 @@ import secrets
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cgroups
+import image_e2e
+from container_e2e import alive
+from leaks import cmdlines
 from pycrio_runtime_kata import ShimV2Driver
 
 from pycrio import reaper
@@ -44,24 +48,8 @@ def skip_reason() -> str:
     return ""
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    image_e2e.wait_for(lambda: bool(cond()), timeout, what)
 
 
 def set_subreaper(on: bool) -> None:
@@ -69,31 +57,19 @@ def set_subreaper(on: bool) -> None:
     assert libc.prctl(reaper.PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
 
 
-def hierarchies() -> list[str]:
-    return sorted(
-        os.path.join(CGROUP_ROOT, d)
-        for d in os.listdir(CGROUP_ROOT)
-        if os.path.ismount(os.path.join(CGROUP_ROOT, d))
-    )
-
-
 def remove_cgroup_tree(rel: str) -> None:
-    for h in hierarchies():
-        top = os.path.join(h, rel.lstrip("/"))
-        if not os.path.isdir(top):
+    for h in cgroups.mounts():
+        top = h / rel.lstrip("/")
+        if not top.is_dir():
             continue
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: -len(t[0])):
-            for _ in range(50):
-                try:
-                    os.rmdir(dirpath)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            with contextlib.suppress(FileNotFoundError, OSError):
+                os.rmdir(dirpath)
 
 
-def oci_config(args: list[str], cgroups_path: str, annotations: dict[str, str]) -> dict[str, Any]:
+def oci_config(
+    args: list[str], cgroups_path: str, annotations: dict[str, str], rootfs: str
+) -> dict[str, Any]:
     caps = ["CAP_KILL", "CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_DAC_OVERRIDE"]
     return {
         "ociVersion": "1.0.2",
@@ -106,7 +82,7 @@ def oci_config(args: list[str], cgroups_path: str, annotations: dict[str, str]) 
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "noNewPrivileges": True,
         },
-        "root": {"path": "rootfs", "readonly": False},
+        "root": {"path": rootfs, "readonly": False},  # absolute, as the core writes it
         "hostname": "pycrio-test",
         "annotations": annotations,
         "mounts": [
@@ -192,7 +168,7 @@ class ShimEnv:
         ctype: str = "container",
         memory: int = 0,
     ) -> str:
-        bundle = self.tmp / cid
+        bundle = self.tmp / cid / "bundle"  # as the core lays bundles out
         rootfs = bundle / "rootfs"
         for d in ("bin", "proc", "dev", "sys", "tmp", "etc"):
             (rootfs / d).mkdir(parents=True, exist_ok=True)
@@ -205,7 +181,7 @@ class ShimEnv:
             "io.kubernetes.cri-o.SandboxID": pod_id,
             "io.kubernetes.cri-o.ContainerType": ctype,
         }
-        config = oci_config(args, f"{self.cgroup_parent}/{cid}", annotations)
+        config = oci_config(args, f"{self.cgroup_parent}/{cid}", annotations, str(rootfs))
         if memory:
             mem = {"limit": memory}
             if os.path.exists(f"{CGROUP_ROOT}/memory/memory.memsw.limit_in_bytes"):
@@ -258,31 +234,10 @@ class ShimEnv:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def shim_pids(namespace_marker: str = "containerd-shim-runc-v2") -> set[int]:
-    """Live processes running the shim binary whose -address is under ``marker``."""
-    out = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(namespace_marker.encode()) and alive(int(name)):
-            out.add(int(name))
-    return out
-
-
 def shim_pids_of(run_dir: str) -> set[int]:
-    """Shims started by the driver with this run dir (its -address names it)."""
-    out = set()
-    for pid in shim_pids():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(a.startswith(run_dir.encode()) for a in argv):
-            out.add(pid)
-    return out
+    """Live shims started by the driver with this run dir (their -address names it)."""
+    return {
+        pid
+        for pid, cmd in cmdlines().items()
+        if cmd.startswith(SHIM + " ") and f" {run_dir}/" in cmd and alive(pid)
+    }

@@ -18,7 +18,7 @@ import pytest
 from shimenv import ShimEnv, alive, set_subreaper, shim_pids_of, skip_reason, wait_for
 
 from pycrio import reaper
-from pycrio.errors import FailedPrecondition, NotFound
+from pycrio.errors import FailedPrecondition, Internal, NotFound
 
 pytestmark = pytest.mark.integration
 
@@ -128,23 +128,31 @@ def test_oom_kill_is_reported(env: ShimEnv) -> None:
 
 
 def test_killed_shim_reports_its_containers_exited(env: ShimEnv) -> None:
-    cid, pid = env.run(["sleep", "1000"])
+    pod = "pod" + os.urandom(6).hex()
+    sandbox, sandbox_pid = env.run(["sleep", "1000"], pod_id=pod, ctype="sandbox")
+    cid, pid = env.run(["sleep", "1000"], pod_id=pod)
+    created, _ = env.create(["sleep", "1000"], pod_id=pod)
     (shim,) = shim_pids_of(env.run_dir)
     address = env.driver._records[cid].address
     assert os.path.exists(address)
     os.kill(shim, signal.SIGKILL)
-    status = env.wait_exit(cid, 30)
-    assert status.reason == "Error"
-    assert "shim" in status.message
-    assert status.exit_code != 0
-    # the cleanup (`shim delete`) removed the container the dead shim left behind
-    wait_for(lambda: not alive(pid), 10, "the orphaned container to be killed")
+    for c in (sandbox, cid, created):
+        status = env.wait_exit(c, 30)
+        assert status.reason == "Error"
+        assert "shim" in status.message
+        assert status.exit_code != 0
+    # the cleanup (`shim delete`, run where it finds each task's bundle) removed
+    # the containers the dead shim left behind, the pod's sandbox task included
+    wait_for(lambda: not alive(pid) and not alive(sandbox_pid), 10, "the orphans to be killed")
+    assert not os.listdir("/run/containerd/runc/pycrio-test")
     reaper.reap_orphans()
     assert not alive(shim)
     assert not os.path.exists(address), "the dead shim's socket is removed"
-    env.driver.delete(cid)
-    with pytest.raises(NotFound):
-        env.driver.state(cid)
+    for c in (sandbox, cid, created):
+        env.driver.delete(c)
+        with pytest.raises(NotFound):
+            env.driver.state(c)
+    assert not os.listdir(env.driver.links_dir)
 
 
 def test_restart_reconnects_and_reports_missed_exits(env: ShimEnv) -> None:
@@ -165,3 +173,42 @@ def test_restart_reconnects_and_reports_missed_exits(env: ShimEnv) -> None:
     for cid in (long_cid, short_cid):
         driver.delete(cid)
     wait_for(lambda: _no_shims_left(env), 10, "the shims to exit")
+
+
+def test_two_handlers_of_the_driver_share_the_events_socket(env: ShimEnv) -> None:
+    """Both handlers' drivers get the kernel's one run dir: each still sees its OOM kills."""
+    other = env.new_driver()
+    env.drivers.append(other)
+    script = "a=$(head -c 268435456 /dev/zero | tr '\\000' a); echo ${#a}"
+    first, _ = env.run(["sh", "-c", script], memory=16 << 20)
+    env.driver, main = other, env.driver
+    try:
+        second, _ = env.run(["sh", "-c", script], memory=16 << 20)
+        assert env.wait_exit(second, 30).oom_killed
+    finally:
+        env.driver = main
+    assert env.wait_exit(first, 30).oom_killed
+    other.delete(second)
+    env.driver.delete(first)
+    wait_for(lambda: _no_shims_left(env), 10, "the shims to exit")
+
+
+def test_failed_create_leaves_nothing_behind(env: ShimEnv) -> None:
+    with pytest.raises(Internal, match="no-such-binary"):
+        env.create(["/bin/no-such-binary"])
+    cid = env.ids[-1]
+    with pytest.raises(NotFound):
+        env.driver.state(cid)
+    assert not os.listdir(os.path.join(env.state_dir, "containers"))
+    # the shim it started for the pod is shut down again
+    wait_for(lambda: _no_shims_left(env), 10, "the shim to exit")
+
+
+def test_a_shim_that_will_not_start_is_a_clear_error(env: ShimEnv, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-shim"
+    broken.write_text("#!/bin/sh\necho 'cannot start: no hypervisor' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    env.driver._runtime_path = str(broken)
+    with pytest.raises(Internal, match="start .* failed \\(exit 3\\): cannot start: no hypervisor"):
+        env.create(["true"])
+    assert not os.listdir(os.path.join(env.state_dir, "containers"))

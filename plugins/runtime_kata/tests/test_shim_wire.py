@@ -150,8 +150,25 @@ def test_v1_metrics_become_cgroup_stats() -> None:
     assert s.blkio[0].bytes == {"Read": 512}
     m.memory.usage.limit = 16_000
     assert stats.from_any(api.message_any(m)).memory_available_bytes == 10_000
-    with pytest.raises(Unavailable, match="v2"):
-        stats.from_any(api.Any_(type_url="io.containerd.cgroups.v2.Metrics"))
+    with pytest.raises(Unavailable, match="io.containerd.cgroups.v3"):
+        stats.from_any(api.Any_(type_url="io.containerd.cgroups.v3.Metrics"))
+
+
+def test_v2_metrics_become_cgroup_stats() -> None:
+    m = api.cgroups_v2.Metrics()
+    m.cpu.usage_usec, m.cpu.user_usec, m.cpu.system_usec = 3, 2, 1
+    m.memory.usage, m.memory.inactive_file, m.memory.usage_limit = 10_000, 4_000, 16_000
+    m.memory.anon, m.memory_events.oom_kill = 5_000, 1
+    m.io.usage.add(major=8, minor=0, rbytes=512, wbytes=1024)
+    # Metrics.memory = 4, MemoryStat.usage = 32 (tag 0x80 0x02)
+    assert (
+        api.cgroups_v2.Metrics(memory={"usage": 1}).SerializeToString() == b"\x22\x03\x80\x02\x01"
+    )
+    s = stats.from_any(api.message_any(m))
+    assert (s.cpu_usage_ns, s.cpu_user_ns, s.cpu_system_ns) == (3000, 2000, 1000)
+    assert (s.memory_working_set_bytes, s.memory_available_bytes) == (6_000, 10_000)
+    assert (s.memory_rss_bytes, s.memory_oom_kills) == (5_000, 1)
+    assert s.blkio[0].bytes == {"Read": 512, "Write": 1024, "Total": 1536}
 
 
 def test_proto_imports_resolve_against_the_pool() -> None:
