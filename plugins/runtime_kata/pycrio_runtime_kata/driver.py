@@ -541,11 +541,14 @@ class ShimV2Driver(RuntimeDriver):
         with self._lock:
             if container_id in self._exits:
                 return
-        record, shim = self._known(container_id)
+        try:
+            record, shim = self._known(container_id)
+        except FailedPrecondition:
+            return  # the shim is gone: its containers are being reported exited
         try:
             shim.tasks.kill(record.task_id, "", int(signal), all_processes)
-        except NotFound:
-            return  # the process already finished: not an error
+        except (NotFound, ShimGone):
+            return  # the process already finished (or its shim died): not an error
         except FailedPrecondition as e:
             if "not running" in e.message or "finished" in e.message:
                 return
