@@ -481,10 +481,32 @@ class ShimV2Driver(RuntimeDriver):
             if record.io_dir:
                 shutil.rmtree(record.io_dir, ignore_errors=True)
 
-    def _known(self, container_id: str) -> tuple[ContainerRecord, Shim]:
-        """The record and the live shim of a container; NotFound / FailedPrecondition."""
+    def _adopt(self, container_id: str) -> ContainerRecord | None:
+        """The container's record, from memory or (before ``recover``, right after a
+        restart) from disk, with its shim connected if it still runs."""
         with self._lock:
             record = self._records.get(container_id)
+        if record is not None:
+            return record
+        record = self.records.load(container_id)
+        if record is None:
+            return None
+        with self._lock:
+            record = self._records.setdefault(container_id, record)
+            self._by_task[record.task_id] = container_id
+        if record.address:
+            try:
+                shim = self._connect(record.address, record.pod_id)
+            except CRIError as e:
+                log.info("container %s: its shim is not reachable: %s", container_id[:12], e)
+            else:
+                with self._lock:
+                    shim.containers.add(container_id)
+        return record
+
+    def _known(self, container_id: str) -> tuple[ContainerRecord, Shim]:
+        """The record and the live shim of a container; NotFound / FailedPrecondition."""
+        record = self._adopt(container_id)
         if record is None:
             raise NotFound(f"container {container_id} does not exist in the runtime")
         shim = self._shim_of(container_id)
@@ -501,8 +523,8 @@ class ShimV2Driver(RuntimeDriver):
         self._watch(container_id)
 
     def state(self, container_id: str) -> RuntimeState:
+        record = self._adopt(container_id)
         with self._lock:
-            record = self._records.get(container_id)
             exit_known = container_id in self._exits
         if record is None:
             raise NotFound(f"container {container_id} does not exist in the runtime")
@@ -519,31 +541,24 @@ class ShimV2Driver(RuntimeDriver):
         with self._lock:
             if container_id in self._exits:
                 return
-        record, shim = self._known(container_id)
+        try:
+            record, shim = self._known(container_id)
+        except FailedPrecondition:
+            return  # the shim is gone: its containers are being reported exited
         try:
             shim.tasks.kill(record.task_id, "", int(signal), all_processes)
-        except NotFound:
-            return  # the process already finished: not an error
+        except (NotFound, ShimGone):
+            return  # the process already finished (or its shim died): not an error
         except FailedPrecondition as e:
             if "not running" in e.message or "finished" in e.message:
                 return
             raise
 
     def delete(self, container_id: str, *, force: bool = False) -> None:
-        with self._lock:
-            record = self._records.get(container_id)
+        record = self._adopt(container_id)
         if record is None:
-            record = self.records.load(container_id)
-            if record is None:
-                return
-            with self._lock:
-                self._records[container_id] = record
-                self._by_task[record.task_id] = container_id
+            return
         shim = self._shim_of(container_id)
-        if shim is None and record.address:
-            with contextlib.suppress(CRIError):
-                shim = self._connect(record.address, record.pod_id)
-                shim.containers.add(container_id)
         if shim is None or shim.tasks.closed:
             if record.address:
                 self._cleanup_with_binary(record)
@@ -595,11 +610,13 @@ class ShimV2Driver(RuntimeDriver):
         exits: dict[str, ExitStatus] = {}
         records = []
         for cid in container_ids:
-            record = self.records.load(cid)
+            with self._lock:
+                known = self._records.get(cid)
+            record = known or self.records.load(cid)
             if record is None:
                 continue
             with self._lock:
-                self._records[cid] = record
+                self._records.setdefault(cid, record)
                 self._by_task[record.task_id] = cid
             records.append(record)
         drained: set[str] = set()

@@ -161,6 +161,9 @@ def test_restart_reconnects_and_reports_missed_exits(env: ShimEnv) -> None:
     env.driver.close()  # the daemon goes away; the shims stay
     time.sleep(1.5)  # the short one exits while nobody listens
     driver = env.restart()
+    # the core asks state() of containers it saw CREATED before it calls recover()
+    assert driver.state(long_cid).status == "running"
+    assert driver.state(short_cid).status == "stopped"
     exits = driver.recover([long_cid, short_cid])
     assert set(exits) == {short_cid}
     assert exits[short_cid].exit_code == 3
