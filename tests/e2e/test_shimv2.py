@@ -111,7 +111,8 @@ def remove_and_check(pod: Pod, snapshot: ShimSnapshot) -> None:
 @pytest.fixture
 def pod(crio: DaemonProcess, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pod]:
     """A host-network pod of the shim v2 handler; removed after the test, leaving nothing."""
-    p = shim_pod(crio, request.node.name.split("[")[0].replace("_", "-")[:40], tmp_path / "logs")
+    name = request.node.name.split("[")[0].replace("_", "-")[:40].strip("-")
+    p = shim_pod(crio, name, tmp_path / "logs")
     snapshot = ShimSnapshot.of(p)
     yield p
     try:
