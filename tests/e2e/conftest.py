@@ -21,14 +21,14 @@ from daemon import DaemonProcess
 
 
 @pytest.fixture(scope="session")
-def shim_pause_image(
+def pause_image(
     registry: registry_env.RegistryServer, tmp_path_factory: pytest.TempPathFactory
 ) -> registry_env.PushedImage:
-    """The pause image of shim v2 pods: busybox sleeping, as its entrypoint.
+    """A pause image of our own: busybox sleeping, as its entrypoint.
 
-    Pods of a VM handler always have an infra container (the sandbox).
+    For pods with an infra container: those of a VM handler always have one.
     """
-    work = tmp_path_factory.mktemp("shim-pause")
+    work = tmp_path_factory.mktemp("pause")
     layout = registry_env.OCILayout(work / "layout")
     base = registry_env.compress_layer(registry_env.busybox_rootfs_tar())
     built = layout.build_image(
@@ -36,7 +36,7 @@ def shim_pause_image(
     )
     return registry_env.push(
         registry_env.Skopeo(work / "skopeo"), layout, "pause", registry,
-        "pycrio-test/shim-pause", "1", built=built,
+        "pycrio-test/pause", "1", built=built,
     )  # fmt: skip
 
 
@@ -53,7 +53,7 @@ def shimv2_mode(request: pytest.FixtureRequest) -> None:
     if reason:
         pytest.skip(f"{runtime_mode.ENV}=shimv2 but {reason}")
     registry = request.getfixturevalue("registry")
-    runtime_mode.pause_image = request.getfixturevalue("shim_pause_image").name
+    runtime_mode.pause_image = request.getfixturevalue("pause_image").name
     runtime_mode.registries_conf = image_e2e.insecure(registry.host)
 
 

@@ -8,31 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-import registry_env
 from cri_api.v1 import api_pb2
 from image_e2e import image_daemon, insecure
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def pause_image(registry, tmp_path_factory) -> registry_env.PushedImage:
-    """A pause image of our own: busybox sleeping, as its entrypoint."""
-    work = tmp_path_factory.mktemp("pause")
-    layout = registry_env.OCILayout(work / "layout")
-    base = registry_env.compress_layer(registry_env.busybox_rootfs_tar())
-    built = layout.build_image(
-        [base], tag="pause", config={"Entrypoint": ["/bin/sleep", "100000"], "Cmd": None}
-    )
-    return registry_env.push(
-        registry_env.Skopeo(work / "skopeo"),
-        layout,
-        "pause",
-        registry,
-        "test/pause",
-        "1",
-        built=built,
-    )
 
 
 def pod_config(name: str, tmp: Path) -> api_pb2.PodSandboxConfig:

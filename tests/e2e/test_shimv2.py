@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import cgroups
+import container_checks
 import grpc
 import pytest
 import registry_env
@@ -38,7 +39,6 @@ from container_e2e import (
     parent_pid,
     parse_log,
     pod_config,
-    processes_mentioning,
     rpc_error,
     texts,
     wait_until,
@@ -68,9 +68,9 @@ def crio(
     tmp_path_factory: pytest.TempPathFactory,
     registry: Any,
     images: registry_env.TestImages,
-    shim_pause_image: registry_env.PushedImage,
+    pause_image: registry_env.PushedImage,
 ) -> Iterator[DaemonProcess]:
-    top, image = handler_config(shim_pause_image)
+    top, image = handler_config(pause_image)
     with module_daemon(
         tmp_path_factory.mktemp("shimv2"),
         registry.host,
@@ -180,41 +180,8 @@ def test_pod_and_container_lifecycle_exit_codes_and_logs(pod: Pod, busybox: str)
     assert alive(shim)  # the pod's shim serves on
 
 
-def test_stop_container_with_a_signal_then_kill_at_timeout(pod: Pod, busybox: str) -> None:
-    trap = pod.run(
-        "trap", busybox,
-        command=["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; "
-                 "while :; do sleep 0.1; done"],
-    )  # fmt: skip
-    stubborn = pod.run(
-        "stubborn",
-        busybox,
-        command=["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"],
-    )
-    wait_until(lambda: "ready" in texts(pod.log_lines("trap")), 5, "trap to be set")
-    wait_until(lambda: "ready" in texts(pod.log_lines("stubborn")), 5, "stubborn to be set")
-    pod.rt.StopContainer(api_pb2.StopContainerRequest(container_id=trap, timeout=10), timeout=30)
-    s = pod.status(trap).status
-    assert (s.state, s.exit_code) == (EXITED, 7) and "got-term" in texts(pod.log_lines("trap"))
-    t0 = time.monotonic()
-    pod.rt.StopContainer(api_pb2.StopContainerRequest(container_id=stubborn, timeout=2), timeout=30)
-    assert 1.8 <= time.monotonic() - t0 < 8
-    s = pod.status(stubborn).status
-    assert (s.state, s.exit_code) == (EXITED, 128 + signal.SIGKILL)
-    pod.rt.StopContainer(api_pb2.StopContainerRequest(container_id=stubborn, timeout=2))
-
-
 def test_oom_is_reported_as_oomkilled(pod: Pod, busybox: str) -> None:
-    oom = pod.run(
-        "oom", busybox,
-        command=["sh", "-c", "a=0123456789abcdef; while :; do a=$a$a; done"],
-        linux=api_pb2.LinuxContainerConfig(
-            resources=api_pb2.LinuxContainerResources(memory_limit_in_bytes=16 * MiB)
-        ),
-    )  # fmt: skip
-    s = pod.wait_exit(oom, timeout=30)
-    assert (s.exit_code, s.reason) == (137, "OOMKilled")
-    assert s.finished_at > s.started_at > 0
+    container_checks.oom_killed(pod, busybox)
 
 
 # --- two containers, one shim; teardown -------------------------------------------------------
@@ -269,16 +236,7 @@ def test_exec_sync_and_its_timeout(pod: Pod, busybox: str) -> None:
     except grpc.RpcError as e:
         assert "/no/such/binary" in e.details(), e
 
-    t0 = time.monotonic()
-    err = rpc_error(lambda: pod.exec(cid, "sleep", "37", timeout=1))
-    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - t0 < 5
-    wait_until(
-        lambda: not [p for p, cmd in processes_mentioning("sleep 37") if cmd.strip() == "sleep 37"],
-        3,
-        "the timed-out command to be killed",
-    )
-    assert "sleep 37" not in pod.out(cid, "ps")
+    container_checks.exec_sync_timeout_kills(pod, cid)
     # the container itself is untouched, and more execs work
     assert pod.status(cid).status.state == RUNNING
     assert pod.out(cid, "cat", "/etc/hostname").strip() == pod.config.hostname
@@ -316,18 +274,7 @@ def test_exec_streaming_with_and_without_a_tty(pod: Pod, busybox: str, transport
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_attach_with_a_tty(pod: Pod, busybox: str, transport: str) -> None:
-    cid = pod.run("shell", busybox, command=["sh"], stdin=True, tty=True)
-    url = attach_url(pod.rt, cid, stdin=True, stdout=True, stderr=False, tty=True)
-    with sc.remote_command(transport, url, stdin=True, stderr=False, tty=True) as s:
-        s.resize(100, 40)
-        s.write_stdin((await_size("40 100") + "; echo answer-$((6*7))\r").encode())
-        out = s.read_until(b"answer-42")
-        assert b"size=40 100\r\n" in out
-        s.write_stdin(b"exit 4\r")
-        s.wait()
-    assert pod.wait_exit(cid).exit_code == 4
-    # what the shell printed is in the container's log too, as one TTY stream
-    assert any("answer-42" in t for t in texts(pod.log_lines("shell")))
+    container_checks.attach_tty(pod, busybox, transport)
 
 
 def test_attach_without_a_tty_streams_the_output(pod: Pod, busybox: str) -> None:
@@ -350,26 +297,7 @@ def test_attach_without_a_tty_streams_the_output(pod: Pod, busybox: str) -> None
 
 
 def test_reopen_container_log(pod: Pod, busybox: str) -> None:
-    cid = pod.run(
-        "logger", busybox,
-        command=["sh", "-c", "i=0; while :; do i=$((i+1)); echo line-$i; sleep 0.05; done"],
-    )  # fmt: skip
-    path = pod.log_dir / "logger_0.log"
-    wait_until(lambda: path.exists() and len(path.read_text().splitlines()) >= 3, 5, "output")
-    rotated = path.with_name("logger_0.log.1")
-    os.rename(path, rotated)
-    pod.rt.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=cid), timeout=10)
-    assert path.exists()
-    wait_until(lambda: len(path.read_text().splitlines()) >= 3, 5, "output in the new file")
-    old, new = texts(parse_log(rotated)), texts(parse_log(path))
-    n_old, n_new = int(old[-1].split("-")[1]), int(new[0].split("-")[1])
-    assert n_new in (n_old, n_old + 1)  # nothing lost or duplicated across the rotation
-    assert [int(t.split("-")[1]) for t in old] == list(range(1, n_old + 1))
-    pod.rt.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0), timeout=30)
-    err = rpc_error(
-        lambda: pod.rt.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=cid))
-    )
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    container_checks.reopen_log(pod, busybox)
 
 
 def test_long_lines_and_binary_output_are_logged_whole(pod: Pod, busybox: str) -> None:
@@ -452,9 +380,9 @@ def test_daemon_killed_and_restarted_reconnects_to_the_shim(
     tmp_path: Path,
     registry: Any,
     images: registry_env.TestImages,
-    shim_pause_image: registry_env.PushedImage,
+    pause_image: registry_env.PushedImage,
 ) -> None:
-    top, image = handler_config(shim_pause_image)
+    top, image = handler_config(pause_image)
     d = start_daemon(config=daemon_config(tmp_path / "conf", registry.host, top, image))
     pull(d, images.busybox.name)
     pod = shim_pod(d, "restart", tmp_path / "logs")

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import container_checks
 import grpc
 import psutil
 import pytest
@@ -405,20 +406,7 @@ def test_attach_stdin_until_eof_ends_a_stdin_once_container(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_attach_tty_with_stdin_and_resize(pod: Pod, busybox: str, transport: str) -> None:
-    cid = pod.run("shell", busybox, command=["sh"], stdin=True, tty=True)
-    url = attach_url(pod.rt, cid, stdin=True, stdout=True, stderr=False, tty=True)
-    with sc.remote_command(transport, url, stdin=True, stderr=False, tty=True) as s:
-        s.resize(100, 40)
-        # the echo of the typed line reads "$((6*7))"; only the shell's output has 42
-        s.write_stdin((await_size("40 100") + "; echo answer-$((6*7))\r").encode())
-        out = s.read_until(b"answer-42")
-        assert b"size=40 100\r\n" in out
-        s.write_stdin(b"exit 4\r")
-        r = s.wait()
-    assert pod.wait_exit(cid).exit_code == 4
-    assert r.stderr == b""
-    if r.protocol.startswith(("v4", "v5")):
-        assert r.status.success or r.exit_code == 4, r  # attach ends when the container does
+    container_checks.attach_tty(pod, busybox, transport)
 
 
 def test_attach_validation(pod: Pod, busybox: str) -> None:

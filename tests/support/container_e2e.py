@@ -238,7 +238,8 @@ def is_shim(pid: int) -> bool:
 def parse_log(path: Path) -> list[tuple[str, str, str, str]]:
     """(time, stream, tag, text) of every line; fails on a line not in the CRI format."""
     out = []
-    for line in path.read_text().splitlines():
+    # lines end with \n only: a TTY's output keeps its \r (read_text and splitlines cut there)
+    for line in path.read_bytes().decode().split("\n")[:-1]:
         m = LOG_LINE.match(line)
         assert m, f"not a CRI log line: {line!r}"
         out.append((m.group(1), m.group(2), m.group(3), m.group(4)))
