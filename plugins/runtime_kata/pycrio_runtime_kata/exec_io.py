@@ -408,20 +408,38 @@ class ShimExecProcess(ExecProcess):
         self.stderr = self._fifos.stderr
         self._lock = threading.Lock()
         self._code: int | None = None
+        self._error: BaseException | None = None
+        self._exited = threading.Event()
         self._deleted = False
+        # Wait is asked at once, not when the caller gets to wait(): the output
+        # ends (our keepalive ends dropped) as soon as the process does,
+        # whatever order the caller reads and waits in.
+        self._waiter = threading.Thread(
+            target=self._wait_for_exit, name=f"exec-wait-{self.exec_id}", daemon=True
+        )
+        self._waiter.start()
+
+    def _wait_for_exit(self) -> None:
+        try:
+            status, _ = self._ops.wait(self.container_id, self.exec_id)
+            with self._lock:
+                self._code = status
+        except BaseException as e:  # noqa: BLE001 - handed to wait()
+            self._error = e
+        finally:
+            self._fifos.process_ended()
+            self._exited.set()
 
     def resize(self, width: int, height: int) -> None:
         if self.tty:
             self._ops.resize_pty(self.container_id, self.exec_id, width, height)
 
     def wait(self) -> int:
-        try:
-            status, _ = self._ops.wait(self.container_id, self.exec_id)
-        finally:
-            self._fifos.process_ended()
-        with self._lock:
-            self._code = status
-        return status
+        self._exited.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._code is not None
+        return self._code
 
     def close_stdin(self) -> None:
         """EOF for a pipe (the shim's CloseIO); end-of-file (^D) typed on a terminal.
@@ -456,10 +474,8 @@ class ShimExecProcess(ExecProcess):
             running = self._code is None
         if running:
             self.kill()
-            try:
-                self.wait()
-            except CRIError as e:
-                log.warning("exec %s in %s: %s", self.exec_id, self.container_id, e)
+            if not self._exited.wait(WAIT_TIMEOUT):
+                log.warning("exec %s in %s: no exit after SIGKILL", self.exec_id, self.container_id)
+        self._fifos.close()  # first: a shim's stdin copy may be waiting for our end to go
         _delete(self._ops, self.container_id, self.exec_id)
-        self._fifos.close()
         self.stdin = self.stdout = self.stderr = None
