@@ -94,6 +94,12 @@ def oci_config(
                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
             },
             {
+                "destination": "/dev/pts",
+                "type": "devpts",
+                "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            },
+            {
                 "destination": "/sys",
                 "type": "sysfs",
                 "source": "sysfs",
@@ -201,6 +207,7 @@ class ShimEnv:
         cid = "k" + secrets.token_hex(8)
         pod_id = pod_id or "pod" + secrets.token_hex(8)
         self.ids.append(cid)
+        (self.tmp / "logs").mkdir(exist_ok=True)  # the core makes the log's directory
         req = CreateRequest(
             container_id=cid,
             bundle=self.bundle(cid, args, pod_id, ctype, memory),
