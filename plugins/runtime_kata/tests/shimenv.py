@@ -125,6 +125,8 @@ class ShimEnv:
         # the events socket lives in run_dir: keep it short for sun_path
         self.run_dir = f"/tmp/pkt-{secrets.token_hex(4)}"
         self.state_dir = str(tmp / "driver-state")
+        # the runc shim keeps its containers in /run/containerd/runc/<namespace>: one per test
+        self.namespace = f"pycrio-test-{secrets.token_hex(4)}"
         self.exits: dict[str, ExitStatus] = {}
         self.exit_seen = threading.Condition()
         self.driver = self.new_driver()
@@ -137,7 +139,7 @@ class ShimEnv:
             defaults(),
             {
                 "runtime_path": SHIM,
-                "shim_namespace": "pycrio-test",
+                "shim_namespace": self.namespace,
                 "command_timeout": 20,
                 "create_timeout": 30,
             },
@@ -239,6 +241,12 @@ class ShimEnv:
         reaper.reap_orphans()
         remove_cgroup_tree(self.cgroup_parent)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.runc_state_dir)  # fails, and stays for a look, if anything is left
+
+    @property
+    def runc_state_dir(self) -> str:
+        return f"/run/containerd/runc/{self.namespace}"
 
 
 def shim_pids_of(run_dir: str) -> set[int]:
