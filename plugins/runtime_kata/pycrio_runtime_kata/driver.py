@@ -42,12 +42,13 @@ from pycrio.errors import (
     Internal,
     NotFound,
     Unavailable,
-    Unimplemented,
 )
 from pycrio.kernel.interfaces import (
+    Attachment,
     CgroupStats,
     CreateRequest,
     DriverContext,
+    ExecProcess,
     ExecResult,
     ExitListener,
     ExitStatus,
@@ -56,10 +57,11 @@ from pycrio.kernel.interfaces import (
     RuntimeState,
 )
 from pycrio.ttrpc import Client
-from pycrio_runtime_kata import api, shim_binary
+from pycrio_runtime_kata import api, exec_io, shim_binary
 from pycrio_runtime_kata import stats as stats_mod
 from pycrio_runtime_kata.events import TOPIC_EXIT, SharedEvents, TaskEvent
 from pycrio_runtime_kata.records import ContainerRecord, RecordStore
+from pycrio_runtime_kata.stdio import ContainerIO
 from pycrio_runtime_kata.task_client import ShimGone, TaskClient
 
 log = logging.getLogger("pycrio.kata.runtime")
@@ -120,6 +122,8 @@ class ShimV2Driver(RuntimeDriver):
         self.events_path = os.path.join(ctx.run_dir, "events.sock")
         # each task's bundle as the shim sees it: <links_dir>/<task id> -> the core's bundle
         self.links_dir = os.path.join(ctx.run_dir, "bundles")
+        self.io_root = os.path.join(ctx.run_dir, "io")
+        self.exec_dir = os.path.join(ctx.run_dir, "exec")
         self._lock = threading.RLock()
         self._shims: dict[str, Shim] = {}  # by address
         self._records: dict[str, ContainerRecord] = {}  # by container id
@@ -128,6 +132,9 @@ class ShimV2Driver(RuntimeDriver):
         self._ooms: set[str] = set()  # task ids the shim reported OOM-killed
         self._oom_seen = threading.Condition(self._lock)
         self._waiting: set[str] = set()  # container ids with a Wait thread
+        self._io: dict[str, ContainerIO] = {}  # each container's stdio and CRI log
+        #: how long an exit waits for the container's last output to reach the log
+        self.output_drain_timeout = 3.0
         self._subscribed = False
         self._closing = False
 
@@ -216,7 +223,10 @@ class ShimV2Driver(RuntimeDriver):
                 message=message,
             )
             self._exits[container_id] = status
+            io = self._io.get(container_id)
         log.info("container %s exited with %d", container_id[:12], status.exit_code)
+        if io is not None and not io.finish(self.output_drain_timeout):
+            log.info("container %s: output still open after its exit", container_id[:12])
         self.notify_exit(container_id, status)
 
     def exit_status(self, container_id: str) -> ExitStatus | None:
@@ -422,6 +432,15 @@ class ShimV2Driver(RuntimeDriver):
             self._place_shim(shim, record, request)
         record.shim_bundle = record.shim_bundle or self._shim_bundle_of(address)
         self.records.save(record)
+        if not record.sandbox:
+            # our read ends must exist before Create: the shim opens the FIFOs blocking
+            io = self._open_io(record, request)
+            record.stdin, record.stdout, record.stderr = (
+                io.stdin_path,
+                io.stdout_path,
+                io.stderr_path,
+            )
+            self.records.save(record)
         pid = shim.tasks.create(
             record.task_id,
             record.bundle,
@@ -433,6 +452,53 @@ class ShimV2Driver(RuntimeDriver):
             timeout=self.create_timeout,
         )
         return int(pid)
+
+    def _io_hooks(self, container_id: str) -> dict[str, Any]:
+        """What ContainerIO calls back: CloseIO (stdin_once) and ResizePty (attach)."""
+
+        def close_io() -> None:
+            record, shim = self._known(container_id)
+            with contextlib.suppress(NotFound):
+                shim.tasks.close_io(record.task_id, "")
+
+        def resize(width: int, height: int) -> None:
+            record, shim = self._known(container_id)
+            shim.tasks.resize_pty(record.task_id, "", width, height)
+
+        return {"close_io": close_io, "resize": resize}
+
+    def _open_io(self, record: ContainerRecord, request: CreateRequest) -> ContainerIO:
+        record.io_dir = os.path.join(self.io_root, record.container_id)
+        self.records.save(record)  # the directory is known before it exists: cleanup finds it
+        io = ContainerIO(
+            record.io_dir,
+            request.log_path,
+            tty=request.tty,
+            stdin=request.stdin,
+            stdin_once=request.stdin_once,
+            log_size_max=request.log_size_max,
+            **self._io_hooks(record.container_id),
+        )
+        with self._lock:
+            self._io[record.container_id] = io
+        return io
+
+    def _resume_io(self, record: ContainerRecord) -> None:
+        """After a restart: take the container's FIFOs and log back."""
+        if not record.io_dir:
+            return
+        with self._lock:
+            if record.container_id in self._io:
+                return
+        try:
+            io = ContainerIO.resume(record.io_dir, **self._io_hooks(record.container_id))
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.warning("container %s: its IO cannot be resumed: %s", record.container_id[:12], e)
+            return
+        with self._lock:
+            self._io[record.container_id] = io
 
     def _shim_bundle_of(self, address: str) -> str:
         with self._lock:
@@ -471,6 +537,9 @@ class ShimV2Driver(RuntimeDriver):
         with self._lock:
             record = self._records.pop(container_id, None)
             self._exits.pop(container_id, None)
+            io = self._io.pop(container_id, None)
+        if io is not None:
+            io.close()
             if record is not None:
                 self._by_task.pop(record.task_id, None)
                 self._ooms.discard(record.task_id)
@@ -494,6 +563,7 @@ class ShimV2Driver(RuntimeDriver):
         with self._lock:
             record = self._records.setdefault(container_id, record)
             self._by_task[record.task_id] = container_id
+        self._resume_io(record)
         if record.address:
             try:
                 shim = self._connect(record.address, record.pod_id)
@@ -618,6 +688,7 @@ class ShimV2Driver(RuntimeDriver):
             with self._lock:
                 self._records.setdefault(cid, record)
                 self._by_task[record.task_id] = cid
+            self._resume_io(record)
             records.append(record)
         drained: set[str] = set()
         for record in records:
@@ -661,6 +732,10 @@ class ShimV2Driver(RuntimeDriver):
         with self._lock:
             shims = list(self._shims.values())
             self._shims.clear()
+            ios = list(self._io.values())
+            self._io.clear()
+        for io in ios:
+            io.release()  # the FIFOs stay for the next daemon
         for shim in shims:
             shim.tasks.close()
         if self._subscribed:
@@ -669,10 +744,57 @@ class ShimV2Driver(RuntimeDriver):
 
     # --- IO -------------------------------------------------------------------
 
+    def _io_of(self, container_id: str) -> ContainerIO:
+        record = self._adopt(container_id)
+        if record is None:
+            raise NotFound(f"container {container_id} does not exist in the runtime")
+        with self._lock:
+            io = self._io.get(container_id)
+        if io is None:
+            raise FailedPrecondition(f"container {container_id} has no stdio to attach to")
+        return io
+
+    def attach(self, container_id: str) -> Attachment:
+        return self._io_of(container_id).attach()
+
+    def reopen_log(self, container_id: str) -> None:
+        self._io_of(container_id).reopen_log()
+
+    def _exec_target(self, container_id: str) -> tuple[ContainerRecord, Shim]:
+        record, shim = self._known(container_id)
+        with self._lock:
+            if container_id in self._exits:
+                raise FailedPrecondition(f"container {container_id} is not running; cannot exec")
+        os.makedirs(self.exec_dir, mode=0o700, exist_ok=True)
+        return record, shim
+
     def exec_sync(
         self, container_id: str, argv: list[str], timeout: float, *, max_output: int = 16 << 20
     ) -> ExecResult:
-        raise Unimplemented("the shim v2 driver cannot exec yet")
+        record, shim = self._exec_target(container_id)
+        return exec_io.exec_sync(
+            shim.tasks,
+            record.task_id,
+            record.real_bundle,
+            argv,
+            timeout,
+            max_output,
+            fifo_dir=self.exec_dir,
+        )
+
+    def exec_start(
+        self, container_id: str, argv: list[str], *, tty: bool, stdin: bool
+    ) -> ExecProcess:
+        record, shim = self._exec_target(container_id)
+        return exec_io.ShimExecProcess(
+            shim.tasks,
+            record.task_id,
+            record.real_bundle,
+            argv,
+            tty=tty,
+            stdin=stdin,
+            fifo_dir=self.exec_dir,
+        )
 
     # --- resources ----------------------------------------------------------------
 

@@ -2,15 +2,16 @@
 
 Each method is one rpc with a timeout; a ttrpc error becomes the
 :mod:`pycrio.errors` error of its gRPC code (the shim's NOT_FOUND is ours),
-a dropped connection :class:`ShimGone`. The IO modules program against the
-:class:`TaskOps` part (exec, start, wait, kill, resize_pty, close_io,
-delete); the driver uses the rest.
+a dropped connection :class:`ShimGone`. :class:`TaskClient` implements
+:class:`~pycrio_runtime_kata.exec_io.TaskOps` (exec, start, wait, kill,
+resize_pty, close_io, delete), the seam the IO modules program against; the
+driver uses the rest.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
@@ -28,38 +29,13 @@ from pycrio.errors import (
 from pycrio.ttrpc import Client, TtrpcError
 from pycrio.ttrpc.errors import ConnectionClosed
 from pycrio_runtime_kata import api
+from pycrio_runtime_kata.exec_io import TaskOps
+
+__all__ = ["ShimGone", "TaskClient", "TaskOps", "error_of"]
 
 
 class ShimGone(Unavailable):
     """The shim's connection is closed: it exited or was killed."""
-
-
-class TaskOps(Protocol):
-    """What exec and attach need from the shim (the seam with the IO modules)."""
-
-    def exec(
-        self,
-        container_id: str,
-        exec_id: str,
-        *,
-        spec: dict,
-        terminal: bool,
-        stdin: str,
-        stdout: str,
-        stderr: str,
-    ) -> None: ...
-
-    def start(self, container_id: str, exec_id: str = "") -> int: ...
-
-    def wait(self, container_id: str, exec_id: str = "") -> tuple[int, int]: ...
-
-    def kill(self, container_id: str, exec_id: str, signal: int, all: bool = False) -> None: ...
-
-    def resize_pty(self, container_id: str, exec_id: str, width: int, height: int) -> None: ...
-
-    def close_io(self, container_id: str, exec_id: str) -> None: ...
-
-    def delete(self, container_id: str, exec_id: str = "") -> tuple[int, int]: ...
 
 
 _ERRORS: dict[grpc.StatusCode, type[CRIError]] = {

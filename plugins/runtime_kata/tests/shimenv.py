@@ -94,6 +94,12 @@ def oci_config(
                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
             },
             {
+                "destination": "/dev/pts",
+                "type": "devpts",
+                "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            },
+            {
                 "destination": "/sys",
                 "type": "sysfs",
                 "source": "sysfs",
@@ -119,6 +125,8 @@ class ShimEnv:
         # the events socket lives in run_dir: keep it short for sun_path
         self.run_dir = f"/tmp/pkt-{secrets.token_hex(4)}"
         self.state_dir = str(tmp / "driver-state")
+        # the runc shim keeps its containers in /run/containerd/runc/<namespace>: one per test
+        self.namespace = f"pycrio-test-{secrets.token_hex(4)}"
         self.exits: dict[str, ExitStatus] = {}
         self.exit_seen = threading.Condition()
         self.driver = self.new_driver()
@@ -131,7 +139,7 @@ class ShimEnv:
             defaults(),
             {
                 "runtime_path": SHIM,
-                "shim_namespace": "pycrio-test",
+                "shim_namespace": self.namespace,
                 "command_timeout": 20,
                 "create_timeout": 30,
             },
@@ -201,6 +209,7 @@ class ShimEnv:
         cid = "k" + secrets.token_hex(8)
         pod_id = pod_id or "pod" + secrets.token_hex(8)
         self.ids.append(cid)
+        (self.tmp / "logs").mkdir(exist_ok=True)  # the core makes the log's directory
         req = CreateRequest(
             container_id=cid,
             bundle=self.bundle(cid, args, pod_id, ctype, memory),
@@ -232,6 +241,12 @@ class ShimEnv:
         reaper.reap_orphans()
         remove_cgroup_tree(self.cgroup_parent)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.runc_state_dir)  # fails, and stays for a look, if anything is left
+
+    @property
+    def runc_state_dir(self) -> str:
+        return f"/run/containerd/runc/{self.namespace}"
 
 
 def shim_pids_of(run_dir: str) -> set[int]:

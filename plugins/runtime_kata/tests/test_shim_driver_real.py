@@ -144,7 +144,7 @@ def test_killed_shim_reports_its_containers_exited(env: ShimEnv) -> None:
     # the cleanup (`shim delete`, run where it finds each task's bundle) removed
     # the containers the dead shim left behind, the pod's sandbox task included
     wait_for(lambda: not alive(pid) and not alive(sandbox_pid), 10, "the orphans to be killed")
-    assert not os.listdir("/run/containerd/runc/pycrio-test")
+    assert not os.listdir(env.runc_state_dir)
     reaper.reap_orphans()
     assert not alive(shim)
     assert not os.path.exists(address), "the dead shim's socket is removed"
