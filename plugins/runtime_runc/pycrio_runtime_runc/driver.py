@@ -33,6 +33,7 @@ import secrets
 import shutil
 import subprocess
 import threading
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 from pycrio import reaper
@@ -51,11 +52,12 @@ from pycrio.kernel.interfaces import (
     ExecResult,
     ExitListener,
     ExitStatus,
+    LeftoverProcess,
     RuntimeDriver,
     RuntimeFeatures,
     RuntimeState,
 )
-from pycrio_runtime_runc import attach, conmon, exec_sync, monitor_cgroup
+from pycrio_runtime_runc import attach, conmon, exec_sync, leftovers, monitor_cgroup
 from pycrio_runtime_runc.conmon import runtime_message
 from pycrio_runtime_runc.exec_session import CLIExecProcess
 from pycrio_runtime_runc.exit_watcher import ExitWatcher
@@ -522,6 +524,17 @@ class OCIRuntimeCLI(RuntimeDriver):
                     log.info("%s features unavailable: %s", self.default_binary, e)
                     self._features = {}
             return self._features
+
+    # --- offline maintenance (see pycrio_runtime_runc.leftovers) --------------
+
+    def leftover_processes(self, known_ids: Collection[str]) -> list[LeftoverProcess]:
+        return leftovers.leftover_processes(leftovers.Layout.of(self), known_ids)
+
+    def leftover_files(self, known_ids: Collection[str]) -> list[str]:
+        return leftovers.leftover_files(leftovers.Layout.of(self), known_ids)
+
+    def remove_leftovers(self, known_ids: Collection[str]) -> list[str]:
+        return leftovers.remove_leftovers(self, leftovers.Layout.of(self), known_ids)
 
 
 def parse_state(stdout: bytes) -> RuntimeState:
