@@ -123,6 +123,8 @@ def test_wipe_kills_ours_and_spares_bystanders(config: Config, spawn, tmp_path: 
         for proc in (sibling, tail, reader):
             assert proc.poll() is None, f"bystander {proc.args} was killed"
         assert not os.path.exists(state)
+        # the container's cgroup went through the cgroup driver (cgroupfs here)
+        assert not cgroups.controller_dir("pids", cgroup).exists()
     finally:
         stray.kill()
         stray.wait(timeout=10)
