@@ -179,16 +179,19 @@ class Drivers:
         try:
             return call()
         except Unimplemented as e:
-            self.note(f"runtime handler {handler!r} cannot list its {what}: {e.message}")
+            self.note(f"runtime handler {handler!r} cannot {what} offline: {e.message}")
         except (CRIError, OSError) as e:
-            self.note(f"runtime handler {handler!r}: listing its {what} failed: {e}")
+            self.note(f"runtime handler {handler!r} could not {what}: {e}")
         return empty
 
     def leftover_processes(self, known_ids: Collection[str]) -> list[LeftoverProcess]:
         found: dict[int, LeftoverProcess] = {}
         for handler, driver in self.runtimes.items():
             for proc in self._ask(
-                handler, "leftover processes", lambda d=driver: d.leftover_processes(known_ids), []
+                handler,
+                "list its leftover processes",
+                lambda d=driver: d.leftover_processes(known_ids),
+                [],
             ):
                 found.setdefault(proc.pid, proc)
         return list(found.values())
@@ -198,7 +201,7 @@ class Drivers:
         found: dict[str, str] = {}
         for handler, driver in self.runtimes.items():
             for path in self._ask(
-                handler, "leftover files", lambda d=driver: d.leftover_files(known_ids), []
+                handler, "list its leftover files", lambda d=driver: d.leftover_files(known_ids), []
             ):
                 found.setdefault(path, handler)
         return found
@@ -208,7 +211,7 @@ class Drivers:
         left: list[str] = []
         for handler, driver in self.runtimes.items():
             left += self._ask(
-                handler, "leftovers", lambda d=driver: d.remove_leftovers(known_ids), []
+                handler, "remove its leftovers", lambda d=driver: d.remove_leftovers(known_ids), []
             )
         return left
 
@@ -567,7 +570,7 @@ def find_problems(config: Config, drivers: Drivers) -> list[Problem]:
         problems.append(
             Problem(
                 f"{proc.what} (pid {proc.pid}) still runs: no record refers to it",
-                _kill(proc),
+                _kill(drivers, proc, known),
                 "killed",
             )
         )
@@ -583,11 +586,14 @@ def find_problems(config: Config, drivers: Drivers) -> list[Problem]:
     return problems
 
 
-def _kill(proc: LeftoverProcess) -> Callable[[], None]:
+def _kill(drivers: Drivers, proc: LeftoverProcess, known: set[str]) -> Callable[[], None]:
     def repair() -> None:
+        # asked again right before the kill: the pid must still be that very process
+        if proc not in drivers.leftover_processes(known):
+            return
         survived = kill_leftovers({proc.pid: proc.what}, _quiet)
         if survived:
-            raise OSError(f"{'; '.join(survived)}")
+            raise OSError("; ".join(survived))
 
     return repair
 

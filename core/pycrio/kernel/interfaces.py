@@ -418,8 +418,9 @@ class RuntimeDriver(Driver):
 
     def leftover_files(self, known_ids: Collection[str]) -> list[str]:
         """Paths in this driver's own directories that serve no pod or container in
-        ``known_ids``: state of a container the runtime still knows, pid files,
-        exit records, sockets, FIFOs, a shim's bundle or work directory.
+        ``known_ids`` (or nothing at all offline, like the files of an exec in
+        progress): the runtime's state of a container, pid files, exit records,
+        sockets, FIFOs, a shim's bundle or work directory.
 
         ``pycrio check`` reports each one. A directory the operator may share
         with other programs (a configured runtime root or socket directory)

@@ -137,9 +137,9 @@ def test_unimplemented_and_failing_operations_become_notes(tmp_path: Path) -> No
     assert drivers.leftover_files(()) == {}
     assert drivers.remove_leftovers(()) == []
     assert drivers.notes == [
-        "runtime handler 'vm' cannot list its leftover processes: no process table offline",
-        "runtime handler 'vm': listing its leftover files failed: its state is unreadable",
-        "runtime handler 'vm' cannot list its leftovers: nothing to remove with",
+        "runtime handler 'vm' cannot list its leftover processes offline: no process table offline",
+        "runtime handler 'vm' could not list its leftover files: its state is unreadable",
+        "runtime handler 'vm' cannot remove its leftovers offline: nothing to remove with",
     ]
     assert drivers.cgroup_processes("/pycrio/pod-x") == []
     assert drivers.notes[-1] == "no cgroup driver: processes left in cgroups are not looked for"
