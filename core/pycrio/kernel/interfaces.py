@@ -397,7 +397,7 @@ class RuntimeDriver(Driver):
     # `pycrio wipe` passes no ids (everything goes); `pycrio check` passes
     # all of its records, and when it drops a broken container record, all
     # but that one. Each call is optional: the defaults report nothing, and
-    # raising Unimplemented is reported as "cannot check" and not an error.
+    # Unimplemented (or any pycrio error) is printed as a note, never fatal.
 
     def leftover_processes(self, known_ids: Collection[str]) -> list[LeftoverProcess]:
         """The processes this driver started for pods or containers not in ``known_ids``
@@ -413,6 +413,12 @@ class RuntimeDriver(Driver):
         its containers) is left over only when none of its ids is known.
         Whatever runs inside a container's or pod's cgroup the core finds and
         kills itself (through the cgroup driver); list what runs outside it.
+
+        For runc + conmon: the init from runc's ``state.json`` (pid and start
+        time), conmon from its ``-P`` pid file. For a containerd shim v2: the
+        pid in the shim's pid file in its bundle, confirmed by its argv (``-id
+        <id>``, the address it was started with) and a start before the file
+        was written; a VM's hypervisor, if the shim does not take it down.
         """
         return []
 
