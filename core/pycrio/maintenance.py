@@ -259,7 +259,8 @@ def our_processes(
     """
     ns_dir = config.get("runtime.namespaces_dir") or os.path.join(config.runroot, "ns")
     victims = {p.pid: p.what for p in drivers.leftover_processes(())}
-    victims.update(_in_container_cgroups(drivers, containers, set(containers)))
+    for pid, what in _in_container_cgroups(drivers, containers, set(containers)).items():
+        victims.setdefault(pid, what)  # the runtime driver's name for it comes first
     for pod_id, pid in _pid_holders(ns_dir):
         victims.setdefault(pid, f"PID namespace holder of pod {pod_id}")
     for pod_id, record in sandboxes.items():
