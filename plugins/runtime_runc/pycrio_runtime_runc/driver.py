@@ -57,7 +57,7 @@ from pycrio.kernel.interfaces import (
     RuntimeFeatures,
     RuntimeState,
 )
-from pycrio_runtime_runc import attach, conmon, exec_sync, leftovers, monitor_cgroup
+from pycrio_runtime_runc import attach, conmon, exec_sync, monitor_cgroup
 from pycrio_runtime_runc.conmon import runtime_message
 from pycrio_runtime_runc.exec_session import CLIExecProcess
 from pycrio_runtime_runc.exit_watcher import ExitWatcher
@@ -525,15 +525,21 @@ class OCIRuntimeCLI(RuntimeDriver):
                     self._features = {}
             return self._features
 
-    # --- offline maintenance (see pycrio_runtime_runc.leftovers) --------------
+    # --- offline maintenance (pycrio check / wipe; the daemon never calls these) ---
 
     def leftover_processes(self, known_ids: Collection[str]) -> list[LeftoverProcess]:
+        from pycrio_runtime_runc import leftovers  # only the offline commands need it
+
         return leftovers.leftover_processes(leftovers.Layout.of(self), known_ids)
 
     def leftover_files(self, known_ids: Collection[str]) -> list[str]:
+        from pycrio_runtime_runc import leftovers
+
         return leftovers.leftover_files(leftovers.Layout.of(self), known_ids)
 
     def remove_leftovers(self, known_ids: Collection[str]) -> list[str]:
+        from pycrio_runtime_runc import leftovers
+
         return leftovers.remove_leftovers(self, leftovers.Layout.of(self), known_ids)
 
 
