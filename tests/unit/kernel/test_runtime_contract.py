@@ -171,3 +171,18 @@ def test_check_and_wipe_without_installed_drivers(offline_config: Config) -> Non
         "note: cannot ask: runtime handler 'vm': driver 'no-such-runtime-driver' is not installed",
         "note: cannot ask: cgroup manager: driver 'no-such-cgroup-driver' is not installed",
     ]
+
+
+def test_a_driver_that_cannot_be_built_is_a_note(offline_config: Config) -> None:
+    config = offline_config
+    config.data["runtime"]["cgroup_manager"] = "cgroupfs"
+    config.data.setdefault("plugins", {})["cgroupfs"] = {"remove_timeout": "soon"}
+    lines: list[str] = []
+    assert check(config, out=lines.append) == 0
+    assert lines[0] == "no problems found"
+    assert any(
+        line.startswith("note: cannot ask: cgroup manager: driver 'cgroupfs'")
+        and "failed to initialise" in line
+        and "remove_timeout" in line
+        for line in lines
+    ), lines
