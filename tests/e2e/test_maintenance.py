@@ -101,6 +101,10 @@ def test_check_repair_and_wipe(
     r = pycrio(d, "wipe")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "removed" in r.stdout
+    # the runtime driver named its own: the container's init and its monitor
+    assert f"killed container {cid} (pid {pid})" in r.stdout, r.stdout
+    assert f"killed monitor of {cid} (pid " in r.stdout, r.stdout
+    assert "note:" not in r.stdout, r.stdout
     wait_until(lambda: not alive(pid), 10, "the container to be killed by wipe")
     # nor its monitor: conmon, or the pod's shim v2 (with its runtime state)
     wait_until(lambda: not leaks.monitors_of(runroot), 10, "the container's monitor to go")
