@@ -15,9 +15,10 @@ the drop-in also names a pause image (pushed to the session registry by
 tests/e2e/conftest.py) and, for daemons whose test configured no registry,
 a registries.conf and policy.json that let it be pulled.
 
-Tests that cannot apply to a shim v2 runtime (they read conmon's or runc's
-own files, or depend on behaviour only runc + conmon have) are marked with
-:func:`runc_only`, which skips them in this mode with the reason.
+No test of the container suite needs skipping in this mode: tests that read
+runc's own files ask the CRI instead (the pid from ContainerStatus, a pause
+through the cgroup freezer), and the one answer that differs by design (a
+TTY exec of a missing command) is asserted per mode with :func:`shimv2`.
 """
 
 from __future__ import annotations
@@ -76,11 +77,6 @@ def shim_missing_reason() -> str | None:
     if shutil.which("runc") is None:
         return "containerd-shim-runc-v2 needs runc in $PATH"
     return None
-
-
-def runc_only(reason: str) -> pytest.MarkDecorator:
-    """Skip a test in the shim v2 mode: it cannot apply to a shim v2 runtime, because ``reason``."""
-    return pytest.mark.skipif(shimv2(), reason=f"{ENV}=shimv2: runc + conmon only: {reason}")
 
 
 def handler_table(name: str = HANDLER, **extra: Any) -> str:
