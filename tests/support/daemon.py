@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +17,16 @@ from pathlib import Path
 import grpc
 import runtime_mode
 from cri_api.v1 import api_pb2, api_pb2_grpc
+
+#: This test session's attach directories, removed when it ends.
+ATTACH_ROOT = f"/run/pycrio-test/{secrets.token_hex(4)}"
+atexit.register(shutil.rmtree, ATTACH_ROOT, ignore_errors=True)
+
+
+def attach_dir(tmp: Path) -> str:
+    """The attach socket directory of the daemon at ``tmp`` (kept short: a socket
+    path below it, ``<dir>/<64-hex id>/attach``, must fit in 107 bytes)."""
+    return f"{ATTACH_ROOT}/{hashlib.sha256(str(tmp).encode()).hexdigest()[:8]}"
 
 
 class DaemonProcess:
@@ -32,6 +46,13 @@ class DaemonProcess:
                 f"nri_listen = {json.dumps(str(tmp / 'nri.sock'))}\n"
                 f"nri_plugin_dir = {json.dumps(str(tmp / 'nri-plugins'))}\n"
                 f"nri_plugin_config_dir = {json.dumps(str(tmp / 'nri-conf'))}\n"
+            )
+        # conmon's attach links go in a directory of this daemon's own: in the shared
+        # default (/run/pycrio/attach) another daemon's links would show in its checks
+        attach = self.config_dir / "00-test-attach.conf"
+        if not attach.exists():
+            attach.write_text(
+                f"[runtime]\ncontainer_attach_socket_dir = {json.dumps(attach_dir(tmp))}\n"
             )
         self.args = args
         self.env = env
