@@ -524,8 +524,12 @@ class ShimV2Driver(RuntimeDriver):
         """Leave nothing behind in the shim after a failed create (as CRI-O does)."""
         shim = self._shim_of(record.container_id)
         if shim is not None and not shim.tasks.closed:
-            with contextlib.suppress(CRIError):
+            try:
                 shim.tasks.delete(record.task_id)
+            except CRIError:
+                # the shim does not know a task whose Create failed half-way (runc
+                # create ran, the console copy did not): the binary's cleanup removes it
+                self._cleanup_with_binary(record)
             with self._lock:
                 shim.containers.discard(record.container_id)
             self._shutdown_if_empty(shim)
@@ -538,11 +542,11 @@ class ShimV2Driver(RuntimeDriver):
             record = self._records.pop(container_id, None)
             self._exits.pop(container_id, None)
             io = self._io.pop(container_id, None)
+            if record is not None and self._by_task.get(record.task_id) == container_id:
+                del self._by_task[record.task_id]
+                self._ooms.discard(record.task_id)
         if io is not None:
             io.close()
-            if record is not None:
-                self._by_task.pop(record.task_id, None)
-                self._ooms.discard(record.task_id)
         self.records.remove(container_id)
         if record is not None:
             if record.real_bundle:
