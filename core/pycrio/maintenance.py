@@ -12,6 +12,13 @@ State lives in:
 - ``<root>/sandboxes/*.json``, ``<root>/containers/*.json`` (records);
 - ``<runroot>/pods``, ``<runroot>/ns`` (pinned namespaces), ``<runroot>/containers``
   (bundles), ``<runroot>/drivers`` (each runtime driver's own state).
+
+What a runtime driver started or keeps (monitors, shims, its own files) is
+the driver's to find: the configured runtime and cgroup drivers are built
+offline (:func:`pycrio.kernel.kernel.offline_drivers`) and asked through
+their offline operations (RuntimeDriver.leftover_processes, leftover_files,
+remove_leftovers; CgroupDriver.stats for the processes in a cgroup and
+CgroupDriver.remove). The core never reads a driver's files.
 """
 
 from __future__ import annotations
@@ -23,14 +30,22 @@ import sqlite3
 import stat
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import psutil
 
 from pycrio.config import Config
 from pycrio.container.record import ContainerRecord
+from pycrio.errors import CRIError, NotFound, Unimplemented
+from pycrio.kernel.interfaces import (
+    GROUP_CGROUP,
+    GROUP_RUNTIME,
+    CgroupDriver,
+    LeftoverProcess,
+    RuntimeDriver,
+)
 from pycrio.linux import libc, mountinfo, processes
 from pycrio.sandbox.record import SandboxRecord
 
@@ -95,45 +110,6 @@ def unmount_all(prefixes: list[str], out: Out) -> list[str]:
     return mounts_under(*prefixes)
 
 
-def _runtime_states(runroot: str) -> list[tuple[str, int, int]]:
-    """(container id, pid, start time) from runc-style state.json files under runroot."""
-    found = []
-    for dirpath, _dirs, files in os.walk(runroot):
-        if "state.json" not in files:
-            continue
-        try:
-            with open(os.path.join(dirpath, "state.json")) as f:
-                state = json.load(f)
-            pid, start = int(state["init_process_pid"]), int(state["init_process_start"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        found.append((os.path.basename(dirpath), pid, start))
-    return found
-
-
-def _monitors(runroot: str) -> list[tuple[str, int]]:
-    """(container id, pid) of conmon monitors, from the pid files they wrote under runroot.
-
-    A pid file alone could name a recycled pid: the process must also have
-    been started before the file was written, and have the file as its
-    ``-P`` argument (conmon's own pid file), exactly.
-    """
-    found = []
-    for dirpath, _dirs, files in os.walk(runroot):
-        if "conmon.pid" not in files:
-            continue
-        path = os.path.join(dirpath, "conmon.pid")
-        try:
-            with open(path, "rb") as f:
-                pid = int(f.read().strip())
-            written = os.stat(path).st_mtime
-        except (OSError, ValueError):
-            continue
-        if processes.has_args(pid, "-P", path) and processes.created_by(pid, written):
-            found.append((os.path.basename(dirpath), pid))
-    return found
-
-
 def _pid_holders(ns_dir: str) -> list[tuple[str, int]]:
     """(pod id, pid) of shared-PID-namespace holders: ``unshare ... --pid=<pin> ...``
     whose pin file is under ``ns_dir``, matched as a whole argument."""
@@ -156,59 +132,157 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _cgroup_mounts() -> list[str]:
-    return [m.mount_point for m in mountinfo.read() if m.fstype in ("cgroup", "cgroup2")]
+# --- drivers, built offline --------------------------------------------------------
 
 
-def _in_cgroup(path: str) -> list[int]:
-    """Processes in the cgroup ``path`` (relative to each hierarchy) and its children."""
-    if not path or ":" in path:  # a systemd slice: not ours to walk offline
-        return []
-    pids: set[int] = set()
-    for base in _cgroup_mounts():
-        top = os.path.join(base, path.lstrip("/"))
-        for dirpath, _dirs, _files in os.walk(top):
-            pids.update(processes.cgroup_members(dirpath))
-    return sorted(pids)
+@dataclass
+class Drivers:
+    """The configured runtime drivers (by handler) and cgroup driver, built offline.
+
+    ``notes`` says what could not be asked (a driver not installed, an
+    operation it does not implement); the commands print them once.
+    """
+
+    runtimes: dict[str, RuntimeDriver] = field(default_factory=dict)
+    cgroup: CgroupDriver | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, config: Config) -> Drivers:
+        from pycrio.config.load import resolve_cgroup_manager
+        from pycrio.kernel.kernel import offline_drivers
+
+        resolve_cgroup_manager(config)  # load() did, unless the config was built by hand
+        slots, problems = offline_drivers(config, (GROUP_RUNTIME, GROUP_CGROUP))
+        drivers = cls(notes=[f"cannot ask: {p}" for p in problems])
+        for slot in slots:
+            if isinstance(slot.driver, RuntimeDriver):
+                drivers.runtimes[slot.handler] = slot.driver
+            elif isinstance(slot.driver, CgroupDriver):
+                drivers.cgroup = slot.driver
+        return drivers
+
+    def close(self) -> None:
+        for driver in (*self.runtimes.values(), self.cgroup):
+            if driver is not None:
+                try:
+                    driver.close()
+                except Exception as e:  # noqa: BLE001 - closing one must not stop the rest
+                    self.note(f"closing driver {driver.ctx.name!r}: {e}")
+
+    def note(self, line: str) -> None:
+        if line not in self.notes:
+            self.notes.append(line)
+
+    def _ask(self, handler: str, what: str, call: Callable[[], Any], empty: Any) -> Any:
+        """One offline operation; what it cannot do becomes a note, not a failure."""
+        try:
+            return call()
+        except Unimplemented as e:
+            self.note(f"runtime handler {handler!r} cannot {what} offline: {e.message}")
+        except (CRIError, OSError) as e:
+            self.note(f"runtime handler {handler!r} could not {what}: {e}")
+        return empty
+
+    def leftover_processes(self, known_ids: Collection[str]) -> list[LeftoverProcess]:
+        found: dict[int, LeftoverProcess] = {}
+        for handler, driver in self.runtimes.items():
+            for proc in self._ask(
+                handler,
+                "list its leftover processes",
+                lambda d=driver: d.leftover_processes(known_ids),
+                [],
+            ):
+                found.setdefault(proc.pid, proc)
+        return list(found.values())
+
+    def leftover_files(self, known_ids: Collection[str]) -> dict[str, str]:
+        """path -> the handler whose driver reported it."""
+        found: dict[str, str] = {}
+        for handler, driver in self.runtimes.items():
+            for path in self._ask(
+                handler, "list its leftover files", lambda d=driver: d.leftover_files(known_ids), []
+            ):
+                found.setdefault(path, handler)
+        return found
+
+    def remove_leftovers(self, known_ids: Collection[str]) -> list[str]:
+        """What the runtime drivers could not remove (one line each)."""
+        left: list[str] = []
+        for handler, driver in self.runtimes.items():
+            left += self._ask(
+                handler, "remove its leftovers", lambda d=driver: d.remove_leftovers(known_ids), []
+            )
+        return left
+
+    def cgroup_processes(self, path: str) -> list[int]:
+        """Pids in the cgroup ``path`` (as the cgroup driver recorded it) and below it."""
+        if not path:
+            return []
+        if self.cgroup is None:
+            self.note("no cgroup driver: processes left in cgroups are not looked for")
+            return []
+        try:
+            return list(self.cgroup.stats(path).processes)
+        except NotFound:
+            return []
+        except CRIError as e:
+            self.note(f"cgroup {path}: cannot list its processes: {e.message}")
+            return []
+
+    def remove_cgroup(self, path: str) -> str:
+        """Remove one cgroup through the cgroup driver; "" or why it stays."""
+        if not path:
+            return ""
+        if self.cgroup is None:
+            return "no cgroup driver to remove it"
+        try:
+            self.cgroup.remove(path)
+        except (CRIError, OSError) as e:
+            return str(e)
+        return ""
 
 
 def our_processes(
+    drivers: Drivers,
     config: Config,
     containers: dict[str, ContainerRecord],
     sandboxes: dict[str, SandboxRecord],
-    only: str | None = None,
 ) -> dict[int, str]:
     """pid -> what, for every process pycrio started under this runroot, exactly identified.
 
-    Containers by the OCI runtime's state (pid and start time), monitors by
-    their pid files, namespace holders by their pin argument, and whatever
-    else runs in a container's cgroup. Never by a substring of a command
-    line: a daemon on another runroot or an operator's ``tail -f`` of a log
-    under this one must survive. ``only`` limits it to one container.
+    What the runtime drivers started (containers, monitors, shims: each
+    driver identifies its own), namespace holders by their pin argument, and
+    whatever else runs in a container's or pod's cgroup. Never by a
+    substring of a command line: a daemon on another runroot or an
+    operator's ``tail -f`` of a log under this one must survive.
     """
-    runroot = config.runroot
-    ns_dir = config.get("runtime.namespaces_dir") or os.path.join(runroot, "ns")
-    victims: dict[int, str] = {}
-    for cid, pid, start in _runtime_states(runroot):
-        if (only is None or cid == only) and processes.start_ticks(pid) == start:
-            victims[pid] = f"container {cid}"
-    for cid, pid in _monitors(runroot):
-        if only is None or cid == only:
-            victims.setdefault(pid, f"monitor of {cid}")
-    claims = Counter(r.cgroups_path for r in containers.values())
-    for cid, record in containers.items():
-        # a cgroup two records claim (a copied record) is neither's to empty
-        if (only is None or cid == only) and claims[record.cgroups_path] == 1:
-            for pid in _in_cgroup(record.cgroups_path):
-                victims.setdefault(pid, f"process of container {cid}")
-    if only is None:
-        for pod_id, pid in _pid_holders(ns_dir):
-            victims.setdefault(pid, f"PID namespace holder of pod {pod_id}")
-        for pod_id, record in sandboxes.items():
-            for pid in _in_cgroup(record.cgroup_path):
-                victims.setdefault(pid, f"process of pod {pod_id}")
+    ns_dir = config.get("runtime.namespaces_dir") or os.path.join(config.runroot, "ns")
+    victims = {p.pid: p.what for p in drivers.leftover_processes(())}
+    for pid, what in _in_container_cgroups(drivers, containers, set(containers)).items():
+        victims.setdefault(pid, what)  # the runtime driver's name for it comes first
+    for pod_id, pid in _pid_holders(ns_dir):
+        victims.setdefault(pid, f"PID namespace holder of pod {pod_id}")
+    for pod_id, record in sandboxes.items():
+        for pid in drivers.cgroup_processes(record.cgroup_path):
+            victims.setdefault(pid, f"process of pod {pod_id}")
     victims.pop(os.getpid(), None)
     return victims
+
+
+def _in_container_cgroups(
+    drivers: Drivers, containers: dict[str, ContainerRecord], which: Collection[str]
+) -> dict[int, str]:
+    """pid -> what, for the processes in the cgroups of the containers ``which``."""
+    found: dict[int, str] = {}
+    claims = Counter(r.cgroups_path for r in containers.values())
+    for cid in which:
+        record = containers[cid]
+        # a cgroup two records claim (a copied record) is neither's to empty
+        if claims[record.cgroups_path] == 1:
+            for pid in drivers.cgroup_processes(record.cgroups_path):
+                found.setdefault(pid, f"process of container {cid}")
+    return found
 
 
 def kill_leftovers(victims: dict[int, str], out: Out) -> list[str]:
@@ -230,21 +304,6 @@ def kill_leftovers(victims: dict[int, str], out: Out) -> list[str]:
         alive = [p for p in alive if processes.alive(p.pid)]
         time.sleep(0.05)
     return [f"{victims[p.pid]} (pid {p.pid}) still running" for p in alive]
-
-
-def remove_cgroup(path: str) -> bool:
-    """rmdir a cgroup (path relative to the hierarchy) in every hierarchy; False if one stays."""
-    if not path or ":" in path:
-        return True
-    ok = True
-    for base in _cgroup_mounts():
-        target = os.path.join(base, path.lstrip("/"))
-        if os.path.isdir(target):
-            try:
-                os.rmdir(target)
-            except OSError:
-                ok = False
-    return ok
 
 
 def _remove(path: str) -> None:
@@ -294,26 +353,37 @@ def wipe(config: Config, out: Out = print) -> int:
     """Remove all pods, containers and images, as CRI-O's ``crio wipe``."""
     try:
         with Offline(config):
-            return _wipe(config, out)
+            drivers = Drivers.build(config)
+            try:
+                return _wipe(config, drivers, out)
+            finally:
+                drivers.close()
+                for note in drivers.notes:
+                    out(f"note: {note}")
     except DaemonRunning as e:
         out(f"pycrio wipe: refusing while the daemon runs: {e}")
         return 1
 
 
-def _wipe(config: Config, out: Out) -> int:
+def _wipe(config: Config, drivers: Drivers, out: Out) -> int:
     root, runroot = config.root, config.runroot
     ns_dir = config.get("runtime.namespaces_dir") or os.path.join(runroot, "ns")
     sandboxes, _ = _records(os.path.join(root, "sandboxes"), SandboxRecord)
     containers, _ = _records(os.path.join(root, "containers"), ContainerRecord)
     left: list[str] = []
-    left += kill_leftovers(our_processes(config, containers, sandboxes), out)
+    left += kill_leftovers(our_processes(drivers, config, containers, sandboxes), out)
+    # no id is known any more: every driver's state goes (also outside the runroot)
+    left += drivers.remove_leftovers(())
     left += [f"still mounted: {p}" for p in unmount_all([root, runroot, ns_dir], out)]
     for record in containers.values():
-        if record.cgroups_path and not remove_cgroup(record.cgroups_path):
-            left.append(f"cgroup {record.cgroups_path} of container {record.id}")
+        if record.cgroups_path:
+            why = drivers.remove_cgroup(record.cgroups_path)
+            if why:
+                left.append(f"cgroup {record.cgroups_path} of container {record.id}: {why}")
     for record in sandboxes.values():
-        if record.cgroup_path and not remove_cgroup(record.cgroup_path):
-            left.append(f"cgroup {record.cgroup_path} of pod {record.id}")
+        why = drivers.remove_cgroup(record.cgroup_path)
+        if why:
+            left.append(f"cgroup {record.cgroup_path} of pod {record.id}: {why}")
         if record.network_up:
             left.append(
                 f"pod {record.id}: its network was set up; CNI state (IP allocations) is not"
@@ -352,7 +422,7 @@ def _hex(digest: str) -> str:
     return digest.split(":", 1)[-1]
 
 
-def find_problems(config: Config) -> list[Problem]:
+def find_problems(config: Config, drivers: Drivers) -> list[Problem]:
     root, runroot = config.root, config.runroot
     storage = os.path.join(root, "storage")
     driver = config.get("storage_driver")
@@ -467,7 +537,7 @@ def find_problems(config: Config) -> list[Problem]:
             problems.append(
                 Problem(
                     f"container {cid}: " + "; ".join(reasons),
-                    _drop_container(config, record, ctr_dir, containers),
+                    _drop_container(config, drivers, record, ctr_dir, containers, sandboxes),
                     "removed the container and its files",
                 )
             )
@@ -492,7 +562,66 @@ def find_problems(config: Config) -> list[Problem]:
                 problems.append(
                     Problem(f"{kind} {path}: no record refers to it", _rm(path), "removed")
                 )
+
+    # what the runtime drivers started or keep for pods and containers we do not know;
+    # a record that cannot be read still names its object (its file is named for the id)
+    known = {*sandboxes, *containers}
+    known |= {os.path.basename(p).partition(".")[0] for p in {**bad_sandboxes, **bad_containers}}
+    for proc in drivers.leftover_processes(known):
+        problems.append(
+            Problem(
+                f"{proc.what} (pid {proc.pid}) still runs: no record refers to it",
+                _kill(drivers, proc, known),
+                "killed",
+            )
+        )
+    remove_files = _once(lambda: drivers.remove_leftovers(known))
+    for path, handler in drivers.leftover_files(known).items():
+        problems.append(
+            Problem(
+                f"runtime handler {handler!r}: {path}: no record refers to it",
+                _removed_by(remove_files, path),
+                "removed",
+            )
+        )
     return problems
+
+
+def _kill(drivers: Drivers, proc: LeftoverProcess, known: set[str]) -> Callable[[], None]:
+    def repair() -> None:
+        # asked again right before the kill: the pid must still be that very process
+        if proc not in drivers.leftover_processes(known):
+            return
+        survived = kill_leftovers({proc.pid: proc.what}, _quiet)
+        if survived:
+            raise OSError("; ".join(survived))
+
+    return repair
+
+
+def _once(call: Callable[[], list[str]]) -> Callable[[], list[str]]:
+    """``call`` the first time; its result again after that (a repair shared by problems)."""
+    result: list[list[str]] = []
+
+    def run() -> list[str]:
+        if not result:
+            result.append(call())
+        return result[0]
+
+    return run
+
+
+def _removed_by(remove: Callable[[], list[str]], path: str) -> Callable[[], None]:
+    """A repair: the driver removes its leftovers (once for all); ``path`` must be gone."""
+
+    def repair() -> None:
+        failures = remove()
+        if os.path.lexists(path):
+            raise OSError(
+                f"{path} is still there" + (f" ({'; '.join(failures)})" if failures else "")
+            )
+
+    return repair
 
 
 def _rm(path: str) -> Callable[[], None]:
@@ -518,12 +647,20 @@ def _drop_image(db_path: str, image_id: str) -> Callable[[], None]:
 
 def _drop_container(
     config: Config,
+    drivers: Drivers,
     record: ContainerRecord,
     ctr_dir: str,
     containers: dict[str, ContainerRecord],
+    sandboxes: dict[str, SandboxRecord],
 ) -> Callable[[], None]:
     def repair() -> None:
-        kill_leftovers(our_processes(config, containers, {}, only=record.id), _quiet)
+        others = {*sandboxes, *containers} - {record.id}
+        victims = {p.pid: p.what for p in drivers.leftover_processes(others)}
+        for pid, what in _in_container_cgroups(drivers, containers, [record.id]).items():
+            victims.setdefault(pid, what)
+        victims.pop(os.getpid(), None)
+        kill_leftovers(victims, _quiet)
+        drivers.remove_leftovers(others)
         for path in (
             os.path.join(ctr_dir, record.id),
             os.path.join(config.runroot, "containers", record.id),
@@ -532,7 +669,7 @@ def _drop_container(
         if not any(
             c.cgroups_path == record.cgroups_path for c in containers.values() if c is not record
         ):
-            remove_cgroup(record.cgroups_path)
+            drivers.remove_cgroup(record.cgroups_path)
         _rm(os.path.join(config.root, "containers", f"{record.id}.json"))()
 
     return repair
@@ -546,27 +683,37 @@ def check(config: Config, repair: bool = False, out: Out = print) -> int:
     """Print every problem of the stored state; 1 if any remain (after repairing)."""
     try:
         with Offline(config):
-            problems = find_problems(config)
-            for p in problems:
-                out(p.what)
-            if not repair or not problems:
-                out(f"{len(problems)} problem(s) found" if problems else "no problems found")
-                return 1 if problems else 0
-            for _ in range(5):  # repairing can orphan more (a removed image's layers)
-                fixable = [p for p in problems if p.repair is not None]
-                if not fixable:
-                    break
-                for p in fixable:
-                    try:
-                        p.repair()  # type: ignore[misc]
-                        out(f"repaired: {p.what}: {p.fix}")
-                    except OSError as e:
-                        out(f"cannot repair: {p.what}: {e}")
-                problems = find_problems(config)
-            for p in problems:
-                out(f"not repaired: {p.what}")
-            out(f"{len(problems)} problem(s) remain" if problems else "no problems remain")
-            return 1 if problems else 0
+            drivers = Drivers.build(config)
+            try:
+                return _check(config, drivers, repair, out)
+            finally:
+                drivers.close()
+                for note in drivers.notes:
+                    out(f"note: {note}")
     except DaemonRunning as e:
         out(f"pycrio check: the store cannot be checked while the daemon runs: {e}")
         return 1
+
+
+def _check(config: Config, drivers: Drivers, repair: bool, out: Out) -> int:
+    problems = find_problems(config, drivers)
+    for p in problems:
+        out(p.what)
+    if not repair or not problems:
+        out(f"{len(problems)} problem(s) found" if problems else "no problems found")
+        return 1 if problems else 0
+    for _ in range(5):  # repairing can orphan more (a removed image's layers)
+        fixable = [p for p in problems if p.repair is not None]
+        if not fixable:
+            break
+        for p in fixable:
+            try:
+                p.repair()  # type: ignore[misc]
+                out(f"repaired: {p.what}: {p.fix}")
+            except OSError as e:
+                out(f"cannot repair: {p.what}: {e}")
+        problems = find_problems(config, drivers)
+    for p in problems:
+        out(f"not repaired: {p.what}")
+    out(f"{len(problems)} problem(s) remain" if problems else "no problems remain")
+    return 1 if problems else 0

@@ -100,6 +100,10 @@ def test_check_repair_and_wipe(
     r = pycrio(d, "wipe")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "removed" in r.stdout
+    # the runtime driver named its own: the container's init and its monitor
+    assert f"killed container {cid} (pid {pid})" in r.stdout, r.stdout
+    assert f"killed monitor of {cid} (pid " in r.stdout, r.stdout
+    assert "note:" not in r.stdout, r.stdout
     wait_until(lambda: not alive(pid), 10, "the container to be killed by wipe")
     assert mounts_under(root, runroot) == []
     assert not (root / "storage").exists() and not (root / "sandboxes").exists()

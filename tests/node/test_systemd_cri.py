@@ -220,3 +220,29 @@ def test_conmon_in_a_named_slice_and_no_parent(
     wait_until(lambda: unit_gone(pod_slice), 20, f"{pod_slice} to go")
     wait_until(lambda: unit_gone(f"pycrio-conmon-{cid}.scope"), 20, "the conmon scope to go")
     assert_nothing_left(d, pod.containers)
+
+
+def test_wipe_stops_units_through_systemd(
+    start_daemon, tmp_path: Path, registry, images: registry_env.TestImages
+) -> None:
+    """`pycrio wipe` with the daemon down: the runtime driver names its processes, the
+    systemd driver stops the pod's slice and the container's scope over D-Bus."""
+    d = start_daemon(config=daemon_config(tmp_path / "conf", registry.host))
+    pull(d, images.busybox.name)
+    uid = secrets.token_hex(6)
+    pod_slice = f"kubepods-besteffort-pod{uid}.slice"
+    cfg = pod_config("wipe", tmp_path / "logs", uid=uid)
+    cfg.linux.cgroup_parent = pod_slice
+    pod = Pod(d, cfg)
+    cid = pod.run("c", images.busybox.name, command=["sleep", "600"])
+    pid, monitor = pod.info(cid)["pid"], monitor_pid(cid)
+    d.stop()
+    assert os.path.exists(f"/proc/{pid}") and os.path.exists(f"/proc/{monitor}")
+
+    r = subprocess.run(d.command("wipe"), env=d.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"killed container {cid} (pid {pid})" in r.stdout
+    assert f"killed monitor of {cid} (pid {monitor})" in r.stdout
+    assert "not cleaned: cgroup" not in r.stdout and "note:" not in r.stdout, r.stdout
+    for unit in (f"pycrio-{cid}.scope", f"pycrio-conmon-{cid}.scope", pod_slice):
+        wait_until(lambda u=unit: unit_gone(u), 20, f"{unit} to go")

@@ -20,7 +20,7 @@ synchronous: the daemon serves each call on its own thread.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,11 @@ class Driver(abc.ABC):  # noqa: B024 - the roles below declare the abstract meth
 #   container's process has ended (also for one that ended while the daemon
 #   was down, from ``recover``). The core never reads a driver's files and
 #   never polls: ContainerStatus and ListContainers are answered from memory.
+# * offline, while no daemon runs, ``pycrio check [--repair]`` and ``pycrio
+#   wipe`` build the driver with the same DriverContext and call only
+#   ``leftover_processes``, ``leftover_files`` and ``remove_leftovers`` (no
+#   exit listener, no recover): what the driver started or keeps for pods
+#   and containers the core no longer has a record of.
 
 
 @dataclass
@@ -231,6 +236,19 @@ class Attachment(abc.ABC):
 
 
 @dataclass(frozen=True)
+class LeftoverProcess:
+    """A process a runtime driver started and that still runs, found offline.
+
+    ``what`` names it for the operator with the id it serves, e.g.
+    ``monitor of <container id>``, ``container <container id>`` (its init),
+    ``shim of pod <pod id>``; the maintenance commands print it as is.
+    """
+
+    pid: int
+    what: str
+
+
+@dataclass(frozen=True)
 class RuntimeFeatures:
     """What the Status call reports for a handler (CRI RuntimeHandlerFeatures)."""
 
@@ -376,6 +394,63 @@ class RuntimeDriver(Driver):
         """What the handler supports, for the Status call."""
         return RuntimeFeatures()
 
+    # --- offline maintenance (pycrio check / pycrio wipe) -----------------
+    #
+    # Called while no daemon runs (the caller holds the daemon's locks), on a
+    # driver just constructed from its DriverContext: nothing from a daemon
+    # run is in memory, so the answer comes from the driver's own files and
+    # the process table. ``known_ids`` holds every pod id and container id
+    # the core has a record of; what serves none of them is left over.
+    # `pycrio wipe` passes no ids (everything goes); `pycrio check` passes
+    # all of its records, and when it drops a broken container record, all
+    # but that one. Each call is optional: the defaults report nothing, and
+    # Unimplemented (or any pycrio error) is printed as a note, never fatal.
+
+    def leftover_processes(self, known_ids: Collection[str]) -> list[LeftoverProcess]:
+        """The processes this driver started for pods or containers not in ``known_ids``
+        that still run: monitors (conmon), shims, the runtime's container init processes.
+
+        The core SIGKILLs every pid returned, so identify each one exactly: by
+        its pid *and* something only it has (the start time the runtime
+        recorded for it, or a pid file written after it started together with
+        an argv naming that very file), never by a command line that merely
+        contains a path of ours: another daemon's processes and an operator's
+        ``tail -f`` of a log must survive (:mod:`pycrio.linux.processes` has
+        the checks). A process that serves several ids (a shim per pod serving
+        its containers) is left over only when none of its ids is known.
+        Whatever runs inside a container's or pod's cgroup the core finds and
+        kills itself (through the cgroup driver); list what runs outside it.
+
+        For runc + conmon: the init from runc's ``state.json`` (pid and start
+        time), conmon from its ``-P`` pid file. For a containerd shim v2: the
+        pid in the shim's pid file in its bundle, confirmed by its argv (``-id
+        <id>``, the address it was started with) and a start before the file
+        was written; a VM's hypervisor, if the shim does not take it down.
+        """
+        return []
+
+    def leftover_files(self, known_ids: Collection[str]) -> list[str]:
+        """Paths in this driver's own directories that serve no pod or container in
+        ``known_ids`` (or nothing at all offline, like the files of an exec in
+        progress): the runtime's state of a container, pid files, exit records,
+        sockets, FIFOs, a shim's bundle or work directory.
+
+        ``pycrio check`` reports each one. A directory the operator may share
+        with other programs (a configured runtime root or socket directory)
+        counts only for what the driver can prove is its own.
+        """
+        return []
+
+    def remove_leftovers(self, known_ids: Collection[str]) -> list[str]:
+        """Remove what :meth:`leftover_files` reports, and whatever else the driver made
+        for those ids outside the core's directories (mounts, cgroups of its monitors).
+
+        Called after the leftover processes were killed (``pycrio wipe``,
+        ``pycrio check --repair``). Returns one line per thing that could not
+        be removed, saying why; removing what is already gone is not an error.
+        """
+        return []
+
 
 # --- pycrio.cgroup ----------------------------------------------------------
 
@@ -496,11 +571,23 @@ class CgroupDriver(Driver):
 
     @abc.abstractmethod
     def remove(self, path: str) -> None:
-        """Remove a cgroup (killing nothing); removing one that does not exist is not an error."""
+        """Remove a cgroup (killing nothing); removing one that does not exist is not an error.
+
+        Also called offline, while no daemon runs (``pycrio wipe`` and
+        ``pycrio check --repair`` on a driver just constructed), with the
+        paths the core recorded: it must not depend on what a daemon run kept
+        in memory. The systemd driver stops the unit over D-Bus; cgroupfs
+        rmdirs the directories.
+        """
 
     @abc.abstractmethod
     def stats(self, path: str) -> CgroupStats:
-        """Current usage of the cgroup; raises pycrio.errors.NotFound if it is gone."""
+        """Current usage of the cgroup; raises pycrio.errors.NotFound if it is gone.
+
+        Offline, the maintenance commands read ``processes`` from it to find
+        what still runs in a recorded pod's or container's cgroup (and kill
+        exactly those pids), so that part must work without a daemon too.
+        """
 
     def measurable(self) -> frozenset[str]:
         """Which optional CgroupStats parts this node fills in (``MEASURE_*``).

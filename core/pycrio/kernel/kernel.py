@@ -211,6 +211,40 @@ def _load_drivers(kernel: Kernel, instantiate: bool) -> None:
             kernel.hostport = slot
 
 
+def offline_drivers(
+    config: Config, groups: tuple[str, ...], found: list[Found] | None = None
+) -> tuple[list[DriverSlot], list[str]]:
+    """The configured drivers of ``groups``, constructed but never started.
+
+    For the offline maintenance commands (``pycrio check``, ``pycrio wipe``):
+    no plugin is registered and no driver hears of an exit listener or
+    ``recover``. A driver that is missing or cannot be built is not fatal
+    here; it comes back as a line in the second list, with its slot's
+    ``driver`` left None, so the commands can do the rest and say what they
+    could not check.
+    """
+    found = discover() if found is None else found
+    by_key = {(f.group, f.name): f for f in found}
+    slots = [s for s in _required_slots(config) if s.group in groups]
+    load(by_key[(s.group, s.name)] for s in slots if (s.group, s.name) in by_key)
+    problems: list[str] = []
+    for slot in slots:
+        slot.found = by_key.get((slot.group, slot.name))
+        if slot.missing:
+            problems.append(f"{slot.role}: driver {slot.name!r} is not installed")
+            continue
+        options = (
+            config.runtimes[slot.handler]
+            if slot.group == GROUP_RUNTIME
+            else config.plugin_table(slot.name)
+        )
+        try:
+            _instantiate(slot, config, options)
+        except DriverLoadError as e:
+            problems.append(str(e))
+    return slots, problems
+
+
 CORE_PREFIX = "pycrio.core:"
 
 

@@ -33,6 +33,7 @@ import secrets
 import shutil
 import subprocess
 import threading
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 from pycrio import reaper
@@ -51,6 +52,7 @@ from pycrio.kernel.interfaces import (
     ExecResult,
     ExitListener,
     ExitStatus,
+    LeftoverProcess,
     RuntimeDriver,
     RuntimeFeatures,
     RuntimeState,
@@ -522,6 +524,23 @@ class OCIRuntimeCLI(RuntimeDriver):
                     log.info("%s features unavailable: %s", self.default_binary, e)
                     self._features = {}
             return self._features
+
+    # --- offline maintenance (pycrio check / wipe; the daemon never calls these) ---
+
+    def leftover_processes(self, known_ids: Collection[str]) -> list[LeftoverProcess]:
+        from pycrio_runtime_runc import leftovers  # only the offline commands need it
+
+        return leftovers.leftover_processes(leftovers.Layout.of(self), known_ids)
+
+    def leftover_files(self, known_ids: Collection[str]) -> list[str]:
+        from pycrio_runtime_runc import leftovers
+
+        return leftovers.leftover_files(leftovers.Layout.of(self), known_ids)
+
+    def remove_leftovers(self, known_ids: Collection[str]) -> list[str]:
+        from pycrio_runtime_runc import leftovers
+
+        return leftovers.remove_leftovers(self, leftovers.Layout.of(self), known_ids)
 
 
 def parse_state(stdout: bytes) -> RuntimeState:

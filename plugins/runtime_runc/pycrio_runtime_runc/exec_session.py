@@ -34,7 +34,7 @@ import tty as tty_
 from pycrio import reaper
 from pycrio.errors import Internal
 from pycrio.kernel.interfaces import ExecProcess
-from pycrio_runtime_runc import exec_sync
+from pycrio_runtime_runc import exec_process
 
 #: Bound on the detached runtime's run: it only starts the process.
 RUNTIME_TIMEOUT = 60.0
@@ -129,17 +129,17 @@ class CLIExecProcess(ExecProcess):
             try:
                 out, _ = runtime.communicate(timeout=RUNTIME_TIMEOUT)
             except subprocess.TimeoutExpired:
-                pid = exec_sync.kill_exec(runtime, self._files[0])
+                pid = exec_process.kill_exec(runtime, self._files[0])
                 runtime.communicate()
                 if pid is not None:
-                    exec_sync._reap_if_ours(pid)
+                    exec_process.reap_if_ours(pid)
                 raise Internal(f"{argv[0]} exec did not finish in {RUNTIME_TIMEOUT:.0f}s") from None
             finally:
                 reaper.release(runtime.pid)
-            pid = exec_sync._read_pid(self._files[0])
+            pid = exec_process.read_pid(self._files[0])
             if pid is not None:
                 reaper.keep_off(pid)
-        code = exec_sync._exit_code(runtime.returncode)
+        code = exec_process.exit_code(runtime.returncode)
         if pid is not None and code != 0:
             # started, yet the runtime failed after: do not leave it behind
             self._pid = pid
@@ -198,7 +198,7 @@ class CLIExecProcess(ExecProcess):
                 self._reap()
             assert self._code is not None
             return self._code
-        return exec_sync._exit_code(self.proc.wait())
+        return exec_process.exit_code(self.proc.wait())
 
     def _reap(self) -> None:
         with self._lock:
@@ -206,7 +206,7 @@ class CLIExecProcess(ExecProcess):
                 return
             try:
                 _, status = os.waitpid(self._pid, 0)
-                self._code = exec_sync._exit_code(os.waitstatus_to_exitcode(status))
+                self._code = exec_process.exit_code(os.waitstatus_to_exitcode(status))
             except ChildProcessError:
                 self._code = 255  # someone else reaped it: its status is lost
             reaper.release(self._pid)
@@ -215,10 +215,10 @@ class CLIExecProcess(ExecProcess):
         if self.proc is None:
             with self._lock:
                 if self._pid is not None and self._code is None:
-                    exec_sync._kill_group(self._pid)
+                    exec_process.kill_group(self._pid)
             return
         if self.proc.poll() is None:
-            exec_sync.kill_exec(self.proc, self._files[0])
+            exec_process.kill_exec(self.proc, self._files[0])
 
     def close_stdin(self) -> None:
         """End of the client's input: EOF for a pipe, ^D for a terminal."""

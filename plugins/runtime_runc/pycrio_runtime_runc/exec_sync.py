@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import selectors
-import signal
 import subprocess
 import time
 
 from pycrio import reaper
 from pycrio.errors import Internal
 from pycrio.kernel.interfaces import ExecResult
+from pycrio_runtime_runc.exec_process import exit_code, kill_exec, kill_group, reap_if_ours
 
 log = logging.getLogger("pycrio.runc")
 
@@ -29,65 +29,6 @@ CHUNK = 65536
 #: How long to keep draining pipes once the process was killed: a grandchild
 #: that escaped the process group may hold them open forever.
 DRAIN_AFTER_KILL = 2.0
-
-
-def _read_pid(pid_file: str) -> int | None:
-    try:
-        with open(pid_file, encoding="ascii") as f:
-            return int(f.read().strip() or "0") or None
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL ``pid``'s process group (it leads one) and ``pid`` itself."""
-    for fn, target in ((os.killpg, pid), (os.kill, pid)):
-        try:
-            fn(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _reap_if_ours(pid: int, timeout: float = 1.0) -> None:
-    """Reap the killed exec'd process if it was re-parented to us.
-
-    When the runtime dies first, its child goes to the nearest subreaper:
-    the daemon. Left a zombie, it would still count in the container's pid
-    namespace, and the container's init could not finish exiting (the
-    kernel waits for every task of the namespace to be reaped), so
-    ``runtime delete`` would say "container init still running". The
-    daemon's reaper would get it too; doing it here does not depend on that.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return  # not (or no longer) our child: someone else reaps it
-        if done or time.monotonic() > deadline:
-            return
-        time.sleep(0.02)
-
-
-def kill_exec(proc: subprocess.Popen, pid_file: str) -> int | None:
-    """Kill the exec'd process (and its group), then the runtime's own group.
-
-    Returns the exec'd process' pid when the pid file named it.
-    """
-    pid = _read_pid(pid_file)
-    if pid is not None:
-        _kill_group(pid)
-    _kill_group(proc.pid)
-    if pid is None:
-        # The runtime may have been between forking and writing the pid
-        # file; give it a moment so a late process is not left running.
-        deadline = time.monotonic() + 0.5
-        while pid is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-            pid = _read_pid(pid_file)
-        if pid is not None:
-            _kill_group(pid)
-    return pid
 
 
 def _pump(
@@ -115,11 +56,6 @@ def _pump(
         return bufs[proc.stdout], bufs[proc.stderr], True
     finally:
         sel.close()
-
-
-def _exit_code(returncode: int) -> int:
-    """A signal death in the shell's convention, 128+signal, like conmon's exit files."""
-    return 128 - returncode if returncode < 0 else returncode
 
 
 def run(
@@ -159,10 +95,10 @@ def run(
             exec_pid = kill_exec(proc, pid_file) or exec_pid
             proc.wait(timeout=wait_timeout)
         if exec_pid is not None:
-            _reap_if_ours(exec_pid)
+            reap_if_ours(exec_pid)
     finally:
         if proc.returncode is None:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             try:
                 proc.wait(timeout=wait_timeout)
             except subprocess.TimeoutExpired:
@@ -173,7 +109,7 @@ def run(
                 stream.close()
         reaper.release(proc.pid)
     return ExecResult(
-        exit_code=_exit_code(proc.returncode if proc.returncode is not None else -9),
+        exit_code=exit_code(proc.returncode if proc.returncode is not None else -9),
         stdout=bytes(out),
         stderr=bytes(err),
         timed_out=timed_out,

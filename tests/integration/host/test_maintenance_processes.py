@@ -1,4 +1,5 @@
-"""`pycrio wipe` kills exactly pycrio's processes, never a bystander naming its paths.
+"""`pycrio wipe` and `pycrio check --repair` kill exactly pycrio's processes, never a
+bystander naming its paths.
 
 Real processes, real cgroups, a real PID namespace holder; no daemon needed:
 the state is laid out as the daemon lays it out.
@@ -22,8 +23,9 @@ import pytest
 from pycrio.config import Config, defaults
 from pycrio.container.record import ContainerRecord
 from pycrio.linux import processes
-from pycrio.maintenance import wipe
+from pycrio.maintenance import check, wipe
 from pycrio.sandbox import namespaces, pause
+from pycrio.sandbox.record import SandboxRecord
 
 pytestmark = pytest.mark.integration
 
@@ -67,10 +69,12 @@ def _wait_started(proc: subprocess.Popen, argv_tail: str) -> None:
 
 def test_wipe_kills_ours_and_spares_bystanders(config: Config, spawn, tmp_path: Path) -> None:
     runroot = Path(config.runroot)
-    state = runroot / "containers" / "c1"
+    # the runc driver's persist dir for container c1, where conmon writes its pid file
+    state = runroot / "drivers" / "runc" / "containers" / "c1"
     state.mkdir(parents=True)
     pidfile = state / "conmon.pid"
-    log = state / "ctr.log"
+    log = runroot / "containers" / "c1" / "ctr.log"
+    log.parent.mkdir(parents=True)
     log.write_text("")
 
     # Bystanders: a daemon on a sibling runroot, an operator's tail -f of a file
@@ -119,9 +123,61 @@ def test_wipe_kills_ours_and_spares_bystanders(config: Config, spawn, tmp_path: 
         for proc in (sibling, tail, reader):
             assert proc.poll() is None, f"bystander {proc.args} was killed"
         assert not os.path.exists(state)
+        # the container's cgroup went through the cgroup driver (cgroupfs here)
+        assert not cgroups.controller_dir("pids", cgroup).exists()
     finally:
         stray.kill()
         stray.wait(timeout=10)
         for leftover in (cgroups.controller_dir("pids", p) for p in (cgroup, top)):
             if leftover.exists():
                 leftover.rmdir()
+
+
+def test_check_repair_kills_only_leftovers_of_unknown_containers(
+    config: Config, spawn, tmp_path: Path
+) -> None:
+    """`pycrio check` asks the runtime driver for what it left behind; --repair removes it."""
+    run_dir = Path(config.runroot) / "drivers" / "runc"
+    persist = run_dir / "containers"
+    pod = SandboxRecord(
+        id="p1", name="pod", namespace="ns", uid="u", attempt=0, reservation="r",
+        runtime_handler="runc", created_at=0,
+    )  # fmt: skip
+    known = ContainerRecord(
+        id="known", name="c", attempt=0, sandbox_id="p1", reservation="r", image="i",
+        image_id="", image_ref="", runtime_handler="runc", created_at=0,
+    )  # fmt: skip
+    for directory, record in (("sandboxes", pod), ("containers", known)):
+        (Path(config.root) / directory).mkdir(parents=True)
+        (Path(config.root) / directory / f"{record.id}.json").write_text(
+            json.dumps(dataclasses.asdict(record))
+        )
+    monitors = {}
+    for cid in ("known", "lost"):
+        (persist / cid).mkdir(parents=True)
+        pidfile = persist / cid / "conmon.pid"
+        monitors[cid] = spawn(sys.executable, "-c", SLEEPER, "-P", str(pidfile))
+        _wait_started(monitors[cid], str(pidfile))
+        pidfile.write_text(str(monitors[cid].pid))
+    (run_dir / "exits").mkdir()
+    (run_dir / "exits" / "lost").write_text("137")
+    (run_dir / "exits" / "known").write_text("0")
+    bystander = spawn(sys.executable, "-c", SLEEPER, str(persist / "lost" / "conmon.pid"))
+    _wait_started(bystander, str(persist / "lost" / "conmon.pid"))
+
+    lines: list[str] = []
+    assert check(config, out=lines.append) == 1
+    text = "\n".join(lines)
+    assert f"monitor of lost (pid {monitors['lost'].pid}) still runs" in text
+    assert f"{persist / 'lost'}: no record refers to it" in text
+    assert f"{run_dir / 'exits' / 'lost'}: no record refers to it" in text
+    assert "known" not in text
+    assert all(p.poll() is None for p in (*monitors.values(), bystander))  # check kills nothing
+
+    lines.clear()
+    assert check(config, repair=True, out=lines.append) == 0, lines
+    assert "no problems remain" in lines
+    assert monitors["lost"].wait(timeout=10) == -9
+    assert monitors["known"].poll() is None and bystander.poll() is None
+    assert not (persist / "lost").exists() and not (run_dir / "exits" / "lost").exists()
+    assert (persist / "known" / "conmon.pid").exists() and (run_dir / "exits" / "known").exists()
