@@ -33,6 +33,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ from pycrio.kernel.interfaces import (
     ExecResult,
     ExitListener,
     ExitStatus,
+    LeftoverProcess,
     RuntimeDriver,
     RuntimeFeatures,
     RuntimeState,
@@ -158,12 +160,18 @@ class ShimV2Driver(RuntimeDriver):
             return False, "RuntimeNotExecutable", f"{path} is not executable"
         return True, "", ""
 
-    def _command(self) -> shim_binary.ShimCommand:
+    @property
+    def shim_address(self) -> str:
+        """What shims are told is containerd's address: it only names their sockets
+        (a hash of it, the namespace and the pod), so it is unique to this run dir."""
+        return os.path.join(self.ctx.run_dir, "containerd.sock")
+
+    def command(self) -> shim_binary.ShimCommand:
+        """How this handler runs its shim binary."""
         return shim_binary.ShimCommand(
             runtime_path=self.runtime_path,
             namespace=self.namespace,
-            # names the shims' sockets: unique to this driver's run dir
-            address=os.path.join(self.ctx.run_dir, "containerd.sock"),
+            address=self.shim_address,
             ttrpc_address=self.events_path,
             publish_binary=shutil.which("containerd") or "",
             debug=self.debug,
@@ -342,7 +350,7 @@ class ShimV2Driver(RuntimeDriver):
         """containerd's cleanup for a dead shim: ``<shim> delete``; (exit status, time)."""
         try:
             res = shim_binary.delete(
-                self._command(), record.task_id, record.bundle, self.command_timeout
+                self.command(), record.task_id, record.bundle, self.command_timeout
             )
         except CRIError as e:
             log.warning("shim delete for %s: %s", record.container_id[:12], e.message)
@@ -412,7 +420,7 @@ class ShimV2Driver(RuntimeDriver):
             raise
 
     def _create(self, record: ContainerRecord, request: CreateRequest) -> int:
-        cmd = self._command()
+        cmd = self.command()
         self.records.save(record)  # before anything exists: a crash from here is cleaned up
         shim_binary.link_bundle(self.links_dir, record.task_id, record.real_bundle)
         log_fifo = shim_binary.ensure_log_fifo(record.real_bundle)
@@ -817,6 +825,23 @@ class ShimV2Driver(RuntimeDriver):
     def stats(self, container_id: str) -> CgroupStats:
         record, shim = self._known(container_id)
         return stats_mod.from_any(shim.tasks.stats(record.task_id))
+
+    # --- offline maintenance (pycrio check, pycrio wipe) -----------------------------
+
+    def leftover_processes(self, known_ids: Collection[str]) -> list[LeftoverProcess]:
+        from pycrio_runtime_kata import leftovers  # only the offline commands need it
+
+        return leftovers.leftover_processes(self, known_ids)
+
+    def leftover_files(self, known_ids: Collection[str]) -> list[str]:
+        from pycrio_runtime_kata import leftovers
+
+        return leftovers.leftover_files(self, known_ids)
+
+    def remove_leftovers(self, known_ids: Collection[str]) -> list[str]:
+        from pycrio_runtime_kata import leftovers
+
+        return leftovers.remove_leftovers(self, known_ids)
 
     def features(self) -> RuntimeFeatures:
         # neither Kata nor runc's shim is asked for recursive read-only mounts or
