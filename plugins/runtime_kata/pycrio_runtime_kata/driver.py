@@ -59,7 +59,7 @@ from pycrio.kernel.interfaces import (
     RuntimeState,
 )
 from pycrio.ttrpc import Client
-from pycrio_runtime_kata import api, exec_io, shim_binary
+from pycrio_runtime_kata import api, exec_io, fifo_holder, shim_binary
 from pycrio_runtime_kata import stats as stats_mod
 from pycrio_runtime_kata.events import TOPIC_EXIT, SharedEvents, TaskEvent
 from pycrio_runtime_kata.records import ContainerRecord, RecordStore
@@ -448,6 +448,8 @@ class ShimV2Driver(RuntimeDriver):
                 io.stdout_path,
                 io.stderr_path,
             )
+            outputs = [p for p in (io.stdout_path, io.stderr_path) if p]
+            record.holder_pid, record.holder_start = fifo_holder.start(outputs)
             self.records.save(record)
         pid = shim.tasks.create(
             record.task_id,
@@ -555,6 +557,8 @@ class ShimV2Driver(RuntimeDriver):
                 self._ooms.discard(record.task_id)
         if io is not None:
             io.close()
+        if record is not None and record.holder_pid:
+            fifo_holder.stop(record.holder_pid, record.holder_start)
         self.records.remove(container_id)
         if record is not None:
             if record.real_bundle:

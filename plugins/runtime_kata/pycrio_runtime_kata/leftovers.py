@@ -7,6 +7,7 @@ The driver keeps, per container (see :mod:`.driver`):
 - ``<run_dir>/bundles/<task id>``: the link the shim knows the bundle by;
 - ``<run_dir>/io/<id>/``: the container's stdio FIFOs and their state;
 - ``<run_dir>/exec/``: FIFO directories of execs in progress (none offline);
+- a :mod:`.fifo_holder` process per container (pid and start time in the record);
 
 and per pod a shim process, ``<runtime_path> -namespace <ns> -id <first
 task> -address <run_dir>/containerd.sock``, serving a socket (the record's
@@ -35,7 +36,7 @@ import psutil
 from pycrio.errors import CRIError
 from pycrio.kernel.interfaces import LeftoverProcess
 from pycrio.linux import processes
-from pycrio_runtime_kata import shim_binary
+from pycrio_runtime_kata import fifo_holder, shim_binary
 from pycrio_runtime_kata.records import ContainerRecord
 
 
@@ -89,6 +90,9 @@ def leftover_processes(driver: Any, known_ids: Collection[str]) -> list[Leftover
             {r.pod_id for r in records if r.container_id in served or r.task_id in served}
         )
         out.append(LeftoverProcess(pid, f"shim of pod {pods[0] if pods else task_id}"))
+    for r in records:
+        if r.container_id not in known_ids and fifo_holder.is_holder(r.holder_pid, r.holder_start):
+            out.append(LeftoverProcess(r.holder_pid, f"output FIFO holder of {r.container_id}"))
     return out
 
 

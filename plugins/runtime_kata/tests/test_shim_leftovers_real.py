@@ -42,17 +42,19 @@ def test_a_pods_shim_and_its_containers_are_found_and_removed_offline(env: ShimE
     env.drivers.append(offline)
 
     # known: the pod, or any of its containers, keeps the shim
-    assert offline.leftover_processes({pod}) == []
+    assert offline.leftover_processes({pod, sandbox, cid}) == []
     assert offline.leftover_processes({cid}) == []
     assert offline.leftover_files({sandbox, cid}) == []
-    (left,) = offline.leftover_processes(set())
-    assert (left.pid, left.what) == (shim, f"shim of pod {pod}")
+    left = {(p.pid, p.what) for p in offline.leftover_processes(set())}
+    holder = record.holder_pid
+    assert left == {(shim, f"shim of pod {pod}"), (holder, f"output FIFO holder of {cid}")}
     files = offline.leftover_files(set())
     for path in (record.address, record.bundle, record.io_dir, offline.records.path(cid)):
         assert path in files
 
-    os.kill(shim, signal.SIGKILL)  # what the core does with the pids it is given
-    wait_for(lambda: reaper.reap_orphans() is not None and not alive(shim), 10, "the shim to die")
+    for victim in (shim, holder):  # what the core does with the pids it is given
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda v=victim: reaper.reap_orphans() is not None and not alive(v), 10, "death")
     assert offline.remove_leftovers(set()) == []
     # the shim binary's delete removed the containers the shim left running
     wait_for(lambda: not alive(pid) and not alive(sandbox_pid), 10, "the containers to die")
