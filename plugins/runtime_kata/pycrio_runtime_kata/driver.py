@@ -201,7 +201,14 @@ class ShimV2Driver(RuntimeDriver):
                 return  # an exec's exit: its waiter has it
             cid = self._by_task.get(event.container_id)
             if cid is not None:
-                self._exited(cid, event.exit_status, event.exited_at)
+                # off the ttrpc call: the exit waits for the last output (and a
+                # trailing TaskOOM), the shim's Forward must not
+                threading.Thread(
+                    target=self._exited,
+                    args=(cid, event.exit_status, event.exited_at),
+                    name=f"shim-exit-{cid[:12]}",
+                    daemon=True,
+                ).start()
 
     def _exited(
         self,
