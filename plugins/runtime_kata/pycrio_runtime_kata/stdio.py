@@ -175,6 +175,8 @@ class ContainerIO:
             self._open(previous is not None)
         except BaseException:
             self._close_fds()
+            if previous is None:
+                self._remove_files()  # a failed create leaves nothing behind
             raise
         self._thread = threading.Thread(
             target=self._copy, name=f"stdio-{os.path.basename(directory)}", daemon=True
@@ -417,6 +419,9 @@ class ContainerIO:
     def close(self) -> None:
         """Stop copying and remove the FIFOs and the state file (container deleted)."""
         self._stop()
+        self._remove_files()
+
+    def _remove_files(self) -> None:
         for name in (STDIN_FIFO, STDOUT_FIFO, STDERR_FIFO, STATE_FILE, f"{STATE_FILE}.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.directory, name))
