@@ -319,7 +319,7 @@ class ContainerIO:
     def _replace_log(self) -> None:
         """conmon's reopen_k8s_file: an empty file renamed over the log (log lock held)."""
         tmp = f"{self.log_path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             os.rename(tmp, self.log_path)
         except OSError:
