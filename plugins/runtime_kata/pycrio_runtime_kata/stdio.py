@@ -38,10 +38,12 @@ The shim outlives the daemon and keeps its FIFO ends. A new
 opens the same FIFOs again and copies on. While no daemon reads, the
 container's output waits in the pipes: 64 KiB in the FIFO plus what the
 shim's own pipe from the container holds; once they are full the
-container's writes block (nothing is dropped). One case loses output: a
+container's writes block (nothing is dropped). One case needs more: a
 container that *exits* while the daemon is down, because the shim then closes
 both its ends and the kernel frees a FIFO's buffer when its last opener
-closes; the output still unread then (at most those buffers) is gone.
+closes. So the driver keeps a process outside the daemon holding a read end
+of each output FIFO (never reading), and the unread output (at most the 64
+KiB buffer per stream) waits for :meth:`ContainerIO.resume`.
 
 Log writing
 -----------
