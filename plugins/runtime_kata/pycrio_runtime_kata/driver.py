@@ -573,6 +573,18 @@ class ShimV2Driver(RuntimeDriver):
             if record.io_dir:
                 shutil.rmtree(record.io_dir, ignore_errors=True)
 
+    def _recorded_address(self, record: ContainerRecord) -> str:
+        """The shim's address: recorded, or (the daemon died before recording it) the
+        ``address`` file the shim writes in the bundle it was started in."""
+        if record.address:
+            return record.address
+        try:
+            with open(os.path.join(record.real_bundle, "address"), encoding="utf-8") as f:
+                record.address = shim_binary.parse_address(f.read())
+        except (OSError, ValueError):
+            return ""
+        return record.address
+
     def _adopt(self, container_id: str) -> ContainerRecord | None:
         """The container's record, from memory or (before ``recover``, right after a
         restart) from disk, with its shim connected if it still runs."""
@@ -587,7 +599,7 @@ class ShimV2Driver(RuntimeDriver):
             record = self._records.setdefault(container_id, record)
             self._by_task[record.task_id] = container_id
         self._resume_io(record)
-        if record.address:
+        if self._recorded_address(record):
             try:
                 shim = self._connect(record.address, record.pod_id)
             except CRIError as e:
@@ -661,6 +673,11 @@ class ShimV2Driver(RuntimeDriver):
             status = shim.tasks.state(record.task_id).status
         except NotFound:
             status = None
+            # a Create the daemon died in: the shim may have run `runc create` and not
+            # registered the task yet; the binary's cleanup removes what exists
+            self._cleanup_with_binary(record)
+            with contextlib.suppress(CRIError):
+                shim.tasks.delete(record.task_id)
         if status is not None:
             name = api.task_types.Status.Name(status)
             if name in ("RUNNING", "PAUSED", "PAUSING"):

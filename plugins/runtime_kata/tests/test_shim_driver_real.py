@@ -8,6 +8,7 @@ driver reconnecting to live shims.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -215,3 +216,19 @@ def test_a_shim_that_will_not_start_is_a_clear_error(env: ShimEnv, tmp_path: Pat
     with pytest.raises(Internal, match="start .* failed \\(exit 3\\): cannot start: no hypervisor"):
         env.create(["true"])
     assert not os.listdir(os.path.join(env.state_dir, "containers"))
+
+
+def test_undo_of_a_create_the_daemon_died_in(env: ShimEnv) -> None:
+    """Killed after the shim started but before its address was recorded: the core's undo
+    (delete, force) still finds the shim (its address file) and removes the task."""
+    cid, pid = env.create(["sleep", "1000"])
+    record_path = env.driver.records.path(cid)
+    doc = json.loads(open(record_path).read())
+    doc["address"] = ""
+    open(record_path, "w").write(json.dumps(doc))
+    env.driver.close()
+    driver = env.restart()
+    driver.delete(cid, force=True)  # what the core does with a container it was creating
+    wait_for(lambda: not alive(pid), 10, "runc init to go")
+    assert not os.listdir(env.runc_state_dir)
+    wait_for(lambda: _no_shims_left(env), 10, "the shim to exit")
