@@ -12,11 +12,10 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from shimenv import ShimEnv, alive, set_subreaper, shim_pids_of, skip_reason, wait_for
+from shimenv import ShimEnv, alive, shim_pids_of, skip_reason, wait_for
 
 from pycrio import reaper
 from pycrio.errors import FailedPrecondition, Internal, NotFound
@@ -28,19 +27,6 @@ TRAP_TERM = ["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 0.1; done"]
 
 if skip_reason():
     pytest.skip(skip_reason(), allow_module_level=True)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[ShimEnv]:
-    set_subreaper(True)
-    e = ShimEnv(tmp_path)
-    try:
-        yield e
-    finally:
-        try:
-            e.cleanup()
-        finally:
-            set_subreaper(False)
 
 
 def _no_shims_left(env: ShimEnv) -> bool:

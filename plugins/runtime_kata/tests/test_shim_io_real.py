@@ -8,11 +8,9 @@ import re
 import select
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from shimenv import ShimEnv, alive, set_subreaper, skip_reason, wait_for
+from shimenv import ShimEnv, alive, skip_reason, wait_for
 
 from pycrio.errors import FailedPrecondition
 from pycrio.kernel.interfaces import STDOUT
@@ -25,19 +23,6 @@ if skip_reason():
 LOG_LINE = re.compile(
     rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) (stdout|stderr) (F|P) (.*)$"
 )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[ShimEnv]:
-    set_subreaper(True)
-    e = ShimEnv(tmp_path)
-    try:
-        yield e
-    finally:
-        try:
-            e.cleanup()
-        finally:
-            set_subreaper(False)
 
 
 def _log(env: ShimEnv, cid: str) -> list[tuple[bytes, bytes, bytes]]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from shimenv import ShimEnv, alive, set_subreaper, shim_pids_of, skip_reason, wait_for
+from shimenv import ShimEnv, alive, shim_pids_of, skip_reason, wait_for
 
 from pycrio import reaper
 
@@ -16,19 +14,6 @@ pytestmark = pytest.mark.integration
 
 if skip_reason():
     pytest.skip(skip_reason(), allow_module_level=True)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[ShimEnv]:
-    set_subreaper(True)
-    e = ShimEnv(tmp_path)
-    try:
-        yield e
-    finally:
-        try:
-            e.cleanup()
-        finally:
-            set_subreaper(False)
 
 
 def test_a_pods_shim_and_its_containers_are_found_and_removed_offline(env: ShimEnv) -> None:
