@@ -218,3 +218,18 @@ def test_undo_of_a_create_the_daemon_died_in(env: ShimEnv) -> None:
     wait_for(lambda: not alive(pid), 10, "runc init to go")
     assert not os.listdir(env.runc_state_dir)
     wait_for(lambda: _no_shims_left(env), 10, "the shim to exit")
+
+
+def test_a_shim_that_died_while_the_daemon_was_down(env: ShimEnv) -> None:
+    cid, pid = env.run(["sleep", "1000"])
+    (shim,) = shim_pids_of(env.run_dir)
+    env.driver.close()
+    os.kill(shim, signal.SIGKILL)
+    wait_for(lambda: reaper.reap_orphans() is not None and not alive(shim), 10, "the shim to die")
+    driver = env.restart()
+    exits = driver.recover([cid])
+    assert exits[cid].reason == "Error"
+    assert "shim" in exits[cid].message
+    wait_for(lambda: not alive(pid), 10, "the container the shim left to be removed")
+    assert not os.listdir(env.runc_state_dir)
+    driver.delete(cid)
