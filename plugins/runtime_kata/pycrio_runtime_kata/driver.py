@@ -33,6 +33,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,12 +53,13 @@ from pycrio.kernel.interfaces import (
     ExecResult,
     ExitListener,
     ExitStatus,
+    LeftoverProcess,
     RuntimeDriver,
     RuntimeFeatures,
     RuntimeState,
 )
 from pycrio.ttrpc import Client
-from pycrio_runtime_kata import api, exec_io, shim_binary
+from pycrio_runtime_kata import api, exec_io, fifo_holder, shim_binary
 from pycrio_runtime_kata import stats as stats_mod
 from pycrio_runtime_kata.events import TOPIC_EXIT, SharedEvents, TaskEvent
 from pycrio_runtime_kata.records import ContainerRecord, RecordStore
@@ -158,12 +160,18 @@ class ShimV2Driver(RuntimeDriver):
             return False, "RuntimeNotExecutable", f"{path} is not executable"
         return True, "", ""
 
-    def _command(self) -> shim_binary.ShimCommand:
+    @property
+    def shim_address(self) -> str:
+        """What shims are told is containerd's address: it only names their sockets
+        (a hash of it, the namespace and the pod), so it is unique to this run dir."""
+        return os.path.join(self.ctx.run_dir, "containerd.sock")
+
+    def command(self) -> shim_binary.ShimCommand:
+        """How this handler runs its shim binary."""
         return shim_binary.ShimCommand(
             runtime_path=self.runtime_path,
             namespace=self.namespace,
-            # names the shims' sockets: unique to this driver's run dir
-            address=os.path.join(self.ctx.run_dir, "containerd.sock"),
+            address=self.shim_address,
             ttrpc_address=self.events_path,
             publish_binary=shutil.which("containerd") or "",
             debug=self.debug,
@@ -193,7 +201,14 @@ class ShimV2Driver(RuntimeDriver):
                 return  # an exec's exit: its waiter has it
             cid = self._by_task.get(event.container_id)
             if cid is not None:
-                self._exited(cid, event.exit_status, event.exited_at)
+                # off the ttrpc call: the exit waits for the last output (and a
+                # trailing TaskOOM), the shim's Forward must not
+                threading.Thread(
+                    target=self._exited,
+                    args=(cid, event.exit_status, event.exited_at),
+                    name=f"shim-exit-{cid[:12]}",
+                    daemon=True,
+                ).start()
 
     def _exited(
         self,
@@ -342,7 +357,7 @@ class ShimV2Driver(RuntimeDriver):
         """containerd's cleanup for a dead shim: ``<shim> delete``; (exit status, time)."""
         try:
             res = shim_binary.delete(
-                self._command(), record.task_id, record.bundle, self.command_timeout
+                self.command(), record.task_id, record.bundle, self.command_timeout
             )
         except CRIError as e:
             log.warning("shim delete for %s: %s", record.container_id[:12], e.message)
@@ -412,7 +427,7 @@ class ShimV2Driver(RuntimeDriver):
             raise
 
     def _create(self, record: ContainerRecord, request: CreateRequest) -> int:
-        cmd = self._command()
+        cmd = self.command()
         self.records.save(record)  # before anything exists: a crash from here is cleaned up
         shim_binary.link_bundle(self.links_dir, record.task_id, record.real_bundle)
         log_fifo = shim_binary.ensure_log_fifo(record.real_bundle)
@@ -440,6 +455,8 @@ class ShimV2Driver(RuntimeDriver):
                 io.stdout_path,
                 io.stderr_path,
             )
+            outputs = [p for p in (io.stdout_path, io.stderr_path) if p]
+            record.holder_pid, record.holder_start = fifo_holder.start(outputs)
             self.records.save(record)
         pid = shim.tasks.create(
             record.task_id,
@@ -524,8 +541,12 @@ class ShimV2Driver(RuntimeDriver):
         """Leave nothing behind in the shim after a failed create (as CRI-O does)."""
         shim = self._shim_of(record.container_id)
         if shim is not None and not shim.tasks.closed:
-            with contextlib.suppress(CRIError):
+            try:
                 shim.tasks.delete(record.task_id)
+            except CRIError:
+                # the shim does not know a task whose Create failed half-way (runc
+                # create ran, the console copy did not): the binary's cleanup removes it
+                self._cleanup_with_binary(record)
             with self._lock:
                 shim.containers.discard(record.container_id)
             self._shutdown_if_empty(shim)
@@ -538,17 +559,31 @@ class ShimV2Driver(RuntimeDriver):
             record = self._records.pop(container_id, None)
             self._exits.pop(container_id, None)
             io = self._io.pop(container_id, None)
+            if record is not None and self._by_task.get(record.task_id) == container_id:
+                del self._by_task[record.task_id]
+                self._ooms.discard(record.task_id)
         if io is not None:
             io.close()
-            if record is not None:
-                self._by_task.pop(record.task_id, None)
-                self._ooms.discard(record.task_id)
+        if record is not None and record.holder_pid:
+            fifo_holder.stop(record.holder_pid, record.holder_start)
         self.records.remove(container_id)
         if record is not None:
             if record.real_bundle:
                 shim_binary.unlink_bundle(record.bundle, record.real_bundle)
             if record.io_dir:
                 shutil.rmtree(record.io_dir, ignore_errors=True)
+
+    def _recorded_address(self, record: ContainerRecord) -> str:
+        """The shim's address: recorded, or (the daemon died before recording it) the
+        ``address`` file the shim writes in the bundle it was started in."""
+        if record.address:
+            return record.address
+        try:
+            with open(os.path.join(record.real_bundle, "address"), encoding="utf-8") as f:
+                record.address = shim_binary.parse_address(f.read())
+        except (OSError, ValueError):
+            return ""
+        return record.address
 
     def _adopt(self, container_id: str) -> ContainerRecord | None:
         """The container's record, from memory or (before ``recover``, right after a
@@ -564,7 +599,7 @@ class ShimV2Driver(RuntimeDriver):
             record = self._records.setdefault(container_id, record)
             self._by_task[record.task_id] = container_id
         self._resume_io(record)
-        if record.address:
+        if self._recorded_address(record):
             try:
                 shim = self._connect(record.address, record.pod_id)
             except CRIError as e:
@@ -638,6 +673,11 @@ class ShimV2Driver(RuntimeDriver):
             status = shim.tasks.state(record.task_id).status
         except NotFound:
             status = None
+            # a Create the daemon died in: the shim may have run `runc create` and not
+            # registered the task yet; the binary's cleanup removes what exists
+            self._cleanup_with_binary(record)
+            with contextlib.suppress(CRIError):
+                shim.tasks.delete(record.task_id)
         if status is not None:
             name = api.task_types.Status.Name(status)
             if name in ("RUNNING", "PAUSED", "PAUSING"):
@@ -813,6 +853,23 @@ class ShimV2Driver(RuntimeDriver):
     def stats(self, container_id: str) -> CgroupStats:
         record, shim = self._known(container_id)
         return stats_mod.from_any(shim.tasks.stats(record.task_id))
+
+    # --- offline maintenance (pycrio check, pycrio wipe) -----------------------------
+
+    def leftover_processes(self, known_ids: Collection[str]) -> list[LeftoverProcess]:
+        from pycrio_runtime_kata import leftovers  # only the offline commands need it
+
+        return leftovers.leftover_processes(self, known_ids)
+
+    def leftover_files(self, known_ids: Collection[str]) -> list[str]:
+        from pycrio_runtime_kata import leftovers
+
+        return leftovers.leftover_files(self, known_ids)
+
+    def remove_leftovers(self, known_ids: Collection[str]) -> list[str]:
+        from pycrio_runtime_kata import leftovers
+
+        return leftovers.remove_leftovers(self, known_ids)
 
     def features(self) -> RuntimeFeatures:
         # neither Kata nor runc's shim is asked for recursive read-only mounts or

@@ -182,30 +182,31 @@ class _Fifos:
     def process_ended(self) -> None:
         """Drop the keepalive writers and the stdin anchor: ends become real ends."""
         with self._lock:
-            fds = [*self._keepalive, *([self._anchor] if self._anchor is not None else [])]
+            fds = [*self._keepalive, self._anchor]
             self._keepalive, self._anchor = [], None
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close_all(fds)
 
     def close_stdin(self) -> None:
         with self._lock:
-            fds = [fd for fd in (self.stdin, self._anchor) if fd is not None]
+            fds = [self.stdin, self._anchor]
             self.stdin = self._anchor = None
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close_all(fds)
 
     def close(self) -> None:
         self.process_ended()
         self.close_stdin()
         with self._lock:
-            fds = [fd for fd in (self.stdout, self.stderr) if fd is not None]
+            fds = [self.stdout, self.stderr]
             self.stdout = self.stderr = None
-        for fd in fds:
+        _close_all(fds)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _close_all(fds: list[int | None]) -> None:
+    for fd in fds:
+        if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _start(

@@ -37,6 +37,9 @@ class ContainerRecord:
     stderr: str = ""
     log_path: str = ""
     io_dir: str = ""
+    #: the process keeping the output FIFOs open while the daemon is down (fifo_holder)
+    holder_pid: int = 0
+    holder_start: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:

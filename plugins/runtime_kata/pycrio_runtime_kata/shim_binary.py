@@ -206,36 +206,38 @@ def drain_log(path: str, container_id: str) -> threading.Thread | None:
     return thread
 
 
-def start(cmd: ShimCommand, container_id: str, bundle: str, timeout: float) -> str:
-    """Run ``start`` in ``bundle``; the shim's socket path.
+def _run(cmd: ShimCommand, task_id: str, action: str, cwd: str, timeout: float) -> bytes:
+    """Run one binary command in ``cwd`` (with $PWD naming it); its stdout.
 
     No options on stdin (containerd sends the runc shim's options there; Kata
     takes its configuration from the CreateTaskRequest instead).
     """
-    argv = cmd.argv(container_id, "start")
+    argv = cmd.argv(task_id, action, bundle=cwd if action == "delete" else "")
+    what = f"shim {cmd.runtime_path} {action} for {task_id}"
     try:
         cp = reaper.run(
             argv,
             timeout,
-            cwd=bundle,
-            env=cmd.env(bundle),
+            cwd=cwd,
+            env=cmd.env(cwd),
             stdin=subprocess.DEVNULL,
             capture_output=True,
         )
     except subprocess.TimeoutExpired:
-        raise DeadlineExceeded(
-            f"shim {cmd.runtime_path} start for {container_id} did not finish within {timeout:g}s"
-        ) from None
+        raise DeadlineExceeded(f"{what} did not finish within {timeout:g}s") from None
     except OSError as e:
         raise Internal(f"cannot run shim {cmd.runtime_path!r}: {e.strerror}") from e
     if cp.returncode != 0:
         message = (cp.stderr or cp.stdout).decode(errors="replace").strip()
-        raise Internal(
-            f"shim {cmd.runtime_path} start for {container_id} failed"
-            f" (exit {cp.returncode}): {message[-2000:]}"
-        )
+        raise Internal(f"{what} failed (exit {cp.returncode}): {message[-2000:]}")
+    return cp.stdout
+
+
+def start(cmd: ShimCommand, container_id: str, bundle: str, timeout: float) -> str:
+    """Run ``start`` in ``bundle``; the shim's socket path."""
+    out = _run(cmd, container_id, "start", bundle, timeout)
     try:
-        return parse_address(cp.stdout)
+        return parse_address(out)
     except ValueError as e:
         raise Internal(f"shim {cmd.runtime_path} start for {container_id}: {e}") from e
 
@@ -249,31 +251,12 @@ class DeleteResult:
 
 def delete(cmd: ShimCommand, container_id: str, bundle: str, timeout: float) -> DeleteResult:
     """Run the binary's ``delete`` (the cleanup when the shim is gone)."""
-    argv = cmd.argv(container_id, "delete", bundle=bundle)
-    cwd = bundle if os.path.isdir(bundle) else "/"
-    try:
-        cp = reaper.run(
-            argv,
-            timeout,
-            cwd=cwd,
-            env=cmd.env(cwd),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-        )
-    except subprocess.TimeoutExpired:
-        raise DeadlineExceeded(
-            f"shim {cmd.runtime_path} delete for {container_id} did not finish within {timeout:g}s"
-        ) from None
-    except OSError as e:
-        raise Internal(f"cannot run shim {cmd.runtime_path!r}: {e.strerror}") from e
-    if cp.returncode != 0:
-        raise Internal(
-            f"shim {cmd.runtime_path} delete for {container_id} failed (exit {cp.returncode}):"
-            f" {cp.stderr.decode(errors='replace').strip()[-2000:]}"
-        )
+    if not os.path.isdir(bundle):
+        raise Internal(f"shim delete for {container_id}: its bundle {bundle} does not exist")
+    out = _run(cmd, container_id, "delete", bundle, timeout)
     resp = api.task.DeleteResponse()
     try:
-        resp.ParseFromString(cp.stdout)
+        resp.ParseFromString(out)
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
         raise Internal(f"shim delete for {container_id} printed no DeleteResponse: {e}") from e
     return DeleteResult(resp.pid, resp.exit_status, api.timestamp_ns(resp.exited_at))

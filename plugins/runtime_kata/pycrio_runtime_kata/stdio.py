@@ -38,10 +38,12 @@ The shim outlives the daemon and keeps its FIFO ends. A new
 opens the same FIFOs again and copies on. While no daemon reads, the
 container's output waits in the pipes: 64 KiB in the FIFO plus what the
 shim's own pipe from the container holds; once they are full the
-container's writes block (nothing is dropped). One case loses output: a
+container's writes block (nothing is dropped). One case needs more: a
 container that *exits* while the daemon is down, because the shim then closes
 both its ends and the kernel frees a FIFO's buffer when its last opener
-closes; the output still unread then (at most those buffers) is gone.
+closes. So the driver keeps a process outside the daemon holding a read end
+of each output FIFO (never reading), and the unread output (at most the 64
+KiB buffer per stream) waits for :meth:`ContainerIO.resume`.
 
 Log writing
 -----------
@@ -175,6 +177,8 @@ class ContainerIO:
             self._open(previous is not None)
         except BaseException:
             self._close_fds()
+            if previous is None:
+                self._remove_files()  # a failed create leaves nothing behind
             raise
         self._thread = threading.Thread(
             target=self._copy, name=f"stdio-{os.path.basename(directory)}", daemon=True
@@ -317,7 +321,7 @@ class ContainerIO:
     def _replace_log(self) -> None:
         """conmon's reopen_k8s_file: an empty file renamed over the log (log lock held)."""
         tmp = f"{self.log_path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             os.rename(tmp, self.log_path)
         except OSError:
@@ -417,6 +421,9 @@ class ContainerIO:
     def close(self) -> None:
         """Stop copying and remove the FIFOs and the state file (container deleted)."""
         self._stop()
+        self._remove_files()
+
+    def _remove_files(self) -> None:
         for name in (STDIN_FIFO, STDOUT_FIFO, STDERR_FIFO, STATE_FILE, f"{STATE_FILE}.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.directory, name))

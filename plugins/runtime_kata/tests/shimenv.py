@@ -133,7 +133,8 @@ class ShimEnv:
         self.ids: list[str] = []
         self.drivers = [self.driver]
 
-    def new_driver(self) -> ShimV2Driver:
+    def new_driver(self, listen: bool = True) -> ShimV2Driver:
+        """A driver on this test's directories; ``listen=False`` as pycrio check builds it."""
         ctx = DriverContext(
             "vm",
             defaults(),
@@ -147,7 +148,8 @@ class ShimEnv:
             self.run_dir,
         )
         driver = ShimV2Driver(ctx)
-        driver.set_exit_listener(self._on_exit)
+        if listen:
+            driver.set_exit_listener(self._on_exit)
         return driver
 
     def restart(self) -> ShimV2Driver:

@@ -8,14 +8,14 @@ driver reconnecting to live shims.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from shimenv import ShimEnv, alive, set_subreaper, shim_pids_of, skip_reason, wait_for
+from shimenv import ShimEnv, alive, shim_pids_of, skip_reason, wait_for
 
 from pycrio import reaper
 from pycrio.errors import FailedPrecondition, Internal, NotFound
@@ -27,19 +27,6 @@ TRAP_TERM = ["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 0.1; done"]
 
 if skip_reason():
     pytest.skip(skip_reason(), allow_module_level=True)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[ShimEnv]:
-    set_subreaper(True)
-    e = ShimEnv(tmp_path)
-    try:
-        yield e
-    finally:
-        try:
-            e.cleanup()
-        finally:
-            set_subreaper(False)
 
 
 def _no_shims_left(env: ShimEnv) -> bool:
@@ -215,3 +202,34 @@ def test_a_shim_that_will_not_start_is_a_clear_error(env: ShimEnv, tmp_path: Pat
     with pytest.raises(Internal, match="start .* failed \\(exit 3\\): cannot start: no hypervisor"):
         env.create(["true"])
     assert not os.listdir(os.path.join(env.state_dir, "containers"))
+
+
+def test_undo_of_a_create_the_daemon_died_in(env: ShimEnv) -> None:
+    """Killed after the shim started but before its address was recorded: the core's undo
+    (delete, force) still finds the shim (its address file) and removes the task."""
+    cid, pid = env.create(["sleep", "1000"])
+    record_path = env.driver.records.path(cid)
+    doc = json.loads(open(record_path).read())
+    doc["address"] = ""
+    open(record_path, "w").write(json.dumps(doc))
+    env.driver.close()
+    driver = env.restart()
+    driver.delete(cid, force=True)  # what the core does with a container it was creating
+    wait_for(lambda: not alive(pid), 10, "runc init to go")
+    assert not os.listdir(env.runc_state_dir)
+    wait_for(lambda: _no_shims_left(env), 10, "the shim to exit")
+
+
+def test_a_shim_that_died_while_the_daemon_was_down(env: ShimEnv) -> None:
+    cid, pid = env.run(["sleep", "1000"])
+    (shim,) = shim_pids_of(env.run_dir)
+    env.driver.close()
+    os.kill(shim, signal.SIGKILL)
+    wait_for(lambda: reaper.reap_orphans() is not None and not alive(shim), 10, "the shim to die")
+    driver = env.restart()
+    exits = driver.recover([cid])
+    assert exits[cid].reason == "Error"
+    assert "shim" in exits[cid].message
+    wait_for(lambda: not alive(pid), 10, "the container the shim left to be removed")
+    assert not os.listdir(env.runc_state_dir)
+    driver.delete(cid)

@@ -8,11 +8,9 @@ import re
 import select
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from shimenv import ShimEnv, set_subreaper, skip_reason, wait_for
+from shimenv import ShimEnv, alive, skip_reason, wait_for
 
 from pycrio.errors import FailedPrecondition
 from pycrio.kernel.interfaces import STDOUT
@@ -25,19 +23,6 @@ if skip_reason():
 LOG_LINE = re.compile(
     rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) (stdout|stderr) (F|P) (.*)$"
 )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[ShimEnv]:
-    set_subreaper(True)
-    e = ShimEnv(tmp_path)
-    try:
-        yield e
-    finally:
-        try:
-            e.cleanup()
-        finally:
-            set_subreaper(False)
 
 
 def _log(env: ShimEnv, cid: str) -> list[tuple[bytes, bytes, bytes]]:
@@ -135,3 +120,19 @@ def test_logging_goes_on_across_a_restart(env: ShimEnv) -> None:
     wait_for(lambda: b"n30" in path.read_bytes(), 15, "output after the restart")
     numbers = [int(t[2][1:]) for t in _log(env, cid)]
     assert numbers == list(range(len(numbers))), "nothing lost or doubled across the restart"
+
+
+def test_output_of_a_container_that_exited_while_the_daemon_was_down(env: ShimEnv) -> None:
+    """The shim closes the FIFOs when the container exits; the holder keeps what is unread."""
+    cid, _ = env.run(["sh", "-c", "echo started; sleep 1; echo bye; echo err-bye >&2; exit 4"])
+    path = env.tmp / "logs" / f"{cid}.log"
+    wait_for(lambda: path.exists() and b"started" in path.read_bytes(), 10, "the first line")
+    holder = env.driver._records[cid].holder_pid
+    env.driver.close()
+    time.sleep(2)  # the container says bye and exits while nobody reads
+    driver = env.restart()
+    exits = driver.recover([cid])
+    assert exits[cid].exit_code == 4
+    assert [t[2] for t in _log(env, cid)] == [b"started", b"bye", b"err-bye"]
+    driver.delete(cid)
+    wait_for(lambda: not alive(holder), 10, "the FIFO holder to go with the container")

@@ -443,6 +443,12 @@ def test_close_removes_the_fifos_release_keeps_them(tmp_path: Path) -> None:
     assert (tmp_path / "a.log").exists()  # the log is the kubelet's
 
 
+def test_a_failed_create_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        ContainerIO(str(tmp_path / "io"), str(tmp_path / "no-such-dir" / "c.log"), stdin=True)
+    assert not (tmp_path / "io").exists()
+
+
 def test_resume_without_state_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         ContainerIO.resume(str(tmp_path / "nothing"))
