@@ -194,11 +194,7 @@ def test_stop_signal_of_the_image_then_kill_at_timeout(
 
 
 def test_exec_sync(pod: Pod, busybox: str) -> None:
-    cid = pod.run("exec", busybox, command=["sleep", "300"])
-    r = pod.exec(cid, "echo", "hello")
-    assert (r.stdout, r.stderr, r.exit_code) == (b"hello\n", b"", 0)
-    r = pod.exec(cid, "sh", "-c", "echo to-err >&2; exit 5")
-    assert (r.stdout, r.stderr, r.exit_code) == (b"", b"to-err\n", 5)
+    cid = container_checks.exec_sync_outputs(pod, busybox)
 
     # the deadline kills the command, and quickly
     container_checks.exec_sync_timeout_kills(pod, cid)

@@ -225,11 +225,7 @@ def test_containers_of_a_pod_share_one_shim_and_teardown_leaves_nothing(
 
 
 def test_exec_sync_and_its_timeout(pod: Pod, busybox: str) -> None:
-    cid = pod.run("exec", busybox, command=["sleep", "300"])
-    r = pod.exec(cid, "echo", "hello")
-    assert (r.stdout, r.stderr, r.exit_code) == (b"hello\n", b"", 0)
-    r = pod.exec(cid, "sh", "-c", "echo to-err >&2; exit 5")
-    assert (r.stdout, r.stderr, r.exit_code) == (b"", b"to-err\n", 5)
+    cid = container_checks.exec_sync_outputs(pod, busybox)
     try:  # runc's error as a non-zero exit (as conmon reports it) or as the call's error
         r = pod.exec(cid, "/no/such/binary")
         assert r.exit_code != 0, r

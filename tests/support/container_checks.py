@@ -34,6 +34,16 @@ def oom_killed(pod: Pod, image: str) -> api_pb2.ContainerStatus:
     return s
 
 
+def exec_sync_outputs(pod: Pod, image: str) -> str:
+    """ExecSync's stdout, stderr and exit code, in a container it starts (its id returned)."""
+    cid = pod.run("exec", image, command=["sleep", "300"])
+    r = pod.exec(cid, "echo", "hello")
+    assert (r.stdout, r.stderr, r.exit_code) == (b"hello\n", b"", 0)
+    r = pod.exec(cid, "sh", "-c", "echo to-err >&2; exit 5")
+    assert (r.stdout, r.stderr, r.exit_code) == (b"", b"to-err\n", 5)
+    return cid
+
+
 def exec_sync_timeout_kills(pod: Pod, cid: str) -> None:
     """ExecSync's deadline kills the command, quickly, and leaves the container running."""
     t0 = time.monotonic()
