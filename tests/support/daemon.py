@@ -82,7 +82,7 @@ class DaemonProcess:
     def start(self, wait: bool = True) -> DaemonProcess:
         # PYCRIO_TEST_RUNTIME=shimv2: the shim v2 handler as the default (runtime_mode.py)
         runtime_mode.write_dropin(self.config, self.config_dir, self.tmp / "test-runtime")
-        self._stderr = self.stderr_path.open("wb")
+        self._stderr = self.stderr_path.open("ab")  # a restart appends: the first life's log stays
         self.proc = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=self._stderr, env=self.env
         )
