@@ -133,6 +133,11 @@ class ContainerService:
                 log.warning(
                     "container %s was being created when pycrio stopped; undoing", record.id
                 )
+                # Its runtime create may have begun: the record is not written
+                # again just before that call (see _build), so ask the runtime
+                # to delete it either way (an unknown container is no error).
+                if self.kernel.runtime_driver(record.runtime_handler) is not None:
+                    record.runtime_created = True
                 self._undo(record)
                 continue
             self.names.restore(record.reservation, record.id, record.id)
@@ -349,6 +354,10 @@ class ContainerService:
         # later ones replace it atomically, which a killed daemon cannot tear, and
         # a machine crash that loses one also took the container with it.
         record.rootfs_created = True
+        # Known before anything is made, so an undo after a crash removes it too.
+        cgroup = self.kernel.cgroup_driver
+        if cgroup is not None and sandbox.cgroup_path:
+            record.cgroups_path = cgroup.container_cgroups_path(sandbox.cgroup_path, record.id)
         store.save(record)
         try:
             self._build(record, request, sandbox, image, ctx)
@@ -378,9 +387,6 @@ class ContainerService:
         assert self.rootfs is not None
         os.makedirs(record.bundle, mode=0o700, exist_ok=True)
         record.rootfs = self.rootfs.create(record.id, image.layers)
-        cgroup = self.kernel.cgroup_driver
-        if cgroup is not None and sandbox.cgroup_path:
-            record.cgroups_path = cgroup.container_cgroups_path(sandbox.cgroup_path, record.id)
         image_config = self.images.image_config(image)
         volume_sources = self._mount_image_volumes(record)
         spec = oci_spec.build_spec(
@@ -434,8 +440,9 @@ class ContainerService:
             os.path.join(record.bundle, "config.json"), json.dumps(spec).encode(), sync=False
         )
         os.makedirs(os.path.dirname(record.log_path), mode=0o755, exist_ok=True)
+        # Not saved here: a record left CREATING by a crash makes the next
+        # start ask the runtime to delete the container, created or not.
         record.runtime_created = True
-        self._save(record, durable=False)
         runtime = self._runtime(record.runtime_handler)
         record.pid = runtime.create(
             CreateRequest(
@@ -447,8 +454,7 @@ class ContainerService:
                     name=sandbox.name,
                     namespace=sandbox.namespace,
                     uid=sandbox.uid,
-                    # cgroup_parent left empty, as before this contract: placing the
-                    # monitor in the pod's cgroup costs ~20 ms per create here
+                    cgroup_parent=self._pod_cgroup(sandbox),
                     annotations=dict(sandbox.annotations),
                 ),
                 tty=record.tty,
@@ -467,15 +473,23 @@ class ContainerService:
             volume = image_volumes.ImageVolume.from_record(entry)
             root = self.rootfs.mount_image(record.id, volume.index, list(volume.layers))
             entry["source"] = sources[volume.index] = image_volumes.source(volume, root)
-        self._store().save(record)
+        # No save here: the next one (before the runtime call) records the sources,
+        # and an undo after a crash finds the mounts under the container's layer.
         return sources
 
+    def _pod_cgroup(self, sandbox: SandboxRecord) -> str:
+        """The pod's cgroup as its cgroup driver made it; "" without one."""
+        return sandbox.cgroup_path if self.kernel.cgroup_driver is not None else ""
+
     def _monitor_placer(self, sandbox: SandboxRecord, container_id: str) -> Any:
-        """The cgroup driver's placement of this container's monitor, if the pod has a cgroup."""
+        """The cgroup driver's placement of this container's monitor, if the pod has a cgroup.
+
+        As CRI-O's conmon_cgroup = "pod": the monitor counts against its pod.
+        """
         driver = self.kernel.cgroup_driver
-        if driver is None or not sandbox.cgroup_path:
+        pod_cgroup = self._pod_cgroup(sandbox)
+        if driver is None or not pod_cgroup:
             return None
-        pod_cgroup = sandbox.cgroup_path
         return lambda pid: driver.place_monitor(pid, pod_cgroup, container_id)
 
     def _adjust(
