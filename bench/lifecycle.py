@@ -1,7 +1,8 @@
 """Pod and container lifecycle latency against the floor: runc + conmon, no daemon.
 
 Starts a registry and a daemon of its own, runs one host-network pod (the
-cheapest real setup the e2e tests use), then alternates, in one run:
+cheapest real setup the e2e tests use), then alternates, in one run (each
+round in another order, so that no step always runs after the same one):
 
 - **container**: CreateContainer + StartContainer + StopContainer (timeout 0)
   + RemoveContainer of a busybox ``sleep`` in that pod;
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import select
 import shutil
 import statistics
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -325,19 +328,23 @@ def main() -> int:
                 for kind in ("floor", "bare floor")
             }
 
+            steps: dict[str, Callable[[int], None]] = {
+                "container": lambda n: container_lifecycle(rt, pod_id, pod, f"c{n}", image),
+                "floor": floors["floor"].run,
+                "bare floor": floors["bare floor"].run,
+                "pod": lambda n: daemon_pod(rt, tmp / "logs", n),
+            }
+            if base is not None:
+                base_pod = pod_config("base", tmp / "blogs")
+                steps["base container"] = lambda n: container_lifecycle(
+                    base_rt, base_pod_id, base_pod, f"c{n}", image
+                )
+                steps["base pod"] = lambda n: daemon_pod(base_rt, tmp / "blogs", n)
+            order = random.Random(1)  # each round in another order: no step always follows another
             for n in range(args.warmup + args.rounds):
-                times = {
-                    "container": timed(container_lifecycle, rt, pod_id, pod, f"c{n}", image),
-                    "floor": timed(floors["floor"].run, n),
-                    "bare floor": timed(floors["bare floor"].run, n),
-                    "pod": timed(daemon_pod, rt, tmp / "logs", n),
-                }
-                if base is not None:
-                    base_pod = pod_config("base", tmp / "blogs")
-                    times["base container"] = timed(
-                        container_lifecycle, base_rt, base_pod_id, base_pod, f"c{n}", image
-                    )
-                    times["base pod"] = timed(daemon_pod, base_rt, tmp / "blogs", n)
+                keys = list(steps)
+                order.shuffle(keys)
+                times = {key: timed(steps[key], n) for key in keys}
                 if n >= args.warmup:
                     for key, value in times.items():
                         results[key].append(value)
