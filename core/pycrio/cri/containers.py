@@ -224,12 +224,22 @@ class ContainerService:
         with self._guard:
             return self._exited.setdefault(container_id, threading.Event())
 
-    def _save(self, record: ContainerRecord, *, durable: bool = True) -> None:
-        """Write the record, one writer at a time; ``durable=False`` for what the
-        runtime driver reports again after a restart (started, exited)."""
+    def _save_lock(self, container_id: str) -> threading.Lock:
         with self._guard:
-            lock = self._save_locks.setdefault(record.id, threading.Lock())
-        with lock:
+            return self._save_locks.setdefault(container_id, threading.Lock())
+
+    def _save(
+        self, record: ContainerRecord, *, durable: bool = True, unless_removed: bool = False
+    ) -> None:
+        """Write the record, one writer at a time; ``durable=False`` for what the
+        runtime driver reports again after a restart (started, exited).
+
+        ``unless_removed``: skip a record RemoveContainer deleted meanwhile, for
+        a writer that does not hold the container's lock (an exit report).
+        """
+        with self._save_lock(record.id):
+            if unless_removed and self._store().get(record.id) is not record:
+                return
             self._store().save(record, durable=durable)
 
     def exit_reported(self, container_id: str, status: ExitStatus) -> None:
@@ -256,8 +266,10 @@ class ContainerService:
             if status.message:
                 record.message = status.message
             record.state = EXITED  # last: a reader seeing EXITED sees the rest
-        self._save(record, durable=False)  # recover() reports it again after a crash
+        # StopContainer goes on before the write: the exit is recorded in memory,
+        # and recover() reports it again if the daemon dies before the file has it.
         self._exit_event(container_id).set()
+        self._save(record, durable=False, unless_removed=True)
         call_each(
             self.kernel,
             "pycrio_container_event",
@@ -630,7 +642,8 @@ class ContainerService:
             if errors:
                 self._save(record)
                 raise Internal(f"removing container {record.id} failed: " + "; ".join(errors))
-            self._store().delete(record.id)
+            with self._save_lock(record.id):  # an exit report's write cannot bring it back
+                self._store().delete(record.id)
             self.names.release(record.reservation, record.id)
         with self._guard:
             self._locks.pop(record.id, None)
