@@ -74,6 +74,7 @@ def test_spawns_do_not_wait_behind_the_process_scan(monkeypatch) -> None:
         finish.wait(5)
         return []
 
+    monkeypatch.setattr(reaper, "_any_zombie", lambda: True)  # a zombie to look for
     monkeypatch.setattr(reaper, "_zombie_children", slow_scan)
     scanner = threading.Thread(target=reaper.reap_orphans)
     scanner.start()
@@ -139,3 +140,28 @@ def test_held_orphans_keep_their_exit_status() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_the_zombie_check_reaps_nothing_and_sees_only_exited_children() -> None:
+    import os
+    import time
+
+    from pycrio import reaper
+
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not reaper._any_zombie()  # a running child is no zombie
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        deadline = time.monotonic() + 5
+        while not reaper._any_zombie():
+            assert time.monotonic() < deadline, "the exited child never showed"
+            time.sleep(0.01)
+        assert reaper._any_zombie()  # asked twice: the check did not reap it
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 7  # its status is still its owner's
+        assert not reaper._any_zombie()
+    finally:
+        live.kill()
+        live.wait()
