@@ -266,10 +266,8 @@ class ContainerService:
             if status.message:
                 record.message = status.message
             record.state = EXITED  # last: a reader seeing EXITED sees the rest
-        # StopContainer goes on before the write: the exit is recorded in memory,
-        # and recover() reports it again if the daemon dies before the file has it.
-        self._exit_event(container_id).set()
-        self._save(record, durable=False, unless_removed=True)
+        # Told first (events, NRI), so that whatever StopContainer's caller does
+        # next (StopPodSandbox, RemoveContainer) comes after it for them too.
         call_each(
             self.kernel,
             "pycrio_container_event",
@@ -277,6 +275,10 @@ class ContainerService:
             container=record,
             sandbox=self.sandboxes.store.get(record.sandbox_id),
         )
+        # StopContainer goes on before the write: the exit is recorded in memory,
+        # and recover() reports it again if the daemon dies before the file has it.
+        self._exit_event(container_id).set()
+        self._save(record, durable=False, unless_removed=True)
 
     # --- CreateContainer -------------------------------------------------------
 
