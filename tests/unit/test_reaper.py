@@ -165,3 +165,48 @@ def test_the_zombie_check_reaps_nothing_and_sees_only_exited_children() -> None:
     finally:
         live.kill()
         live.wait()
+
+
+THREAD_SCRIPT = r"""
+import os, signal, time
+from pycrio import reaper
+
+assert reaper.set_subreaper()
+thread = reaper.Reaper()
+thread.start()
+# our own child exits first and is left unreaped for a while (a slow caller):
+own = reaper.popen(["true"])
+time.sleep(0.2)
+assert open(f"/proc/{own.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+# then an orphan is re-parented to us and exits: the thread must reap it even
+# though the first zombie it sees is one it must leave alone
+go_r, go_w = os.pipe()
+pid_r, pid_w = os.pipe()
+child = os.fork()
+if child == 0:
+    pid = os.fork()
+    if pid == 0:
+        os.read(go_r, 1)
+        os._exit(0)
+    os.write(pid_w, str(pid).encode().ljust(16))
+    os._exit(0)
+os.waitpid(child, 0)
+orphan = int(os.read(pid_r, 16))
+os.write(go_w, b"x")
+deadline = time.monotonic() + 5
+while os.path.exists(f"/proc/{orphan}"):
+    assert time.monotonic() < deadline, "the orphan was not reaped"
+    time.sleep(0.01)
+assert own.wait(timeout=5) == 0  # its exit status stayed for its caller
+reaper.release(own.pid)
+thread.stop()
+print("ok")
+"""
+
+
+def test_the_reaper_thread_reaps_an_orphan_behind_an_own_zombie() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", THREAD_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
