@@ -120,7 +120,9 @@ assert reaper.set_subreaper() and reaper.is_subreaper()
 # As `runc exec --detach`: a child starts a grandchild that exits at once, prints
 # its pid and exits; the grandchild's zombie is re-parented to us.
 with reaper.holding_orphans():
-    out = reaper.run(["sh", "-c", "(sh -c 'exit 5' & echo $!)"], timeout=5, capture_output=True)
+    # the grandchild outlives its parent shell, which would otherwise reap it itself
+    script = "(sh -c 'sleep 0.1; exit 5' & echo $!)"
+    out = reaper.run(["sh", "-c", script], timeout=5, capture_output=True)
     pid = int(out.stdout)
     time.sleep(0.3)
     assert open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[:2] == ["Z", str(os.getpid())]
