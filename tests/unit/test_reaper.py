@@ -41,10 +41,15 @@ print("ok")
 """
 
 
-def test_orphans_are_reaped_and_own_children_are_not() -> None:
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60)
+def run_script(script: str) -> None:
+    """Run ``script`` in a child interpreter (a subreaper stays one); it prints "ok"."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_orphans_are_reaped_and_own_children_are_not() -> None:
+    run_script(SCRIPT)
 
 
 def test_run_times_out_and_kills() -> None:
@@ -137,11 +142,7 @@ print("ok")
 
 
 def test_held_orphans_keep_their_exit_status() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", HOLD_SCRIPT], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    run_script(HOLD_SCRIPT)
 
 
 def test_the_zombie_check_reaps_nothing_and_sees_only_exited_children() -> None:
@@ -207,8 +208,4 @@ print("ok")
 
 
 def test_the_reaper_thread_reaps_an_orphan_behind_an_own_zombie() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", THREAD_SCRIPT], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    run_script(THREAD_SCRIPT)

@@ -487,8 +487,8 @@ class ContainerService:
             volume = image_volumes.ImageVolume.from_record(entry)
             root = self.rootfs.mount_image(record.id, volume.index, list(volume.layers))
             entry["source"] = sources[volume.index] = image_volumes.source(volume, root)
-        # No save here: the next one (before the runtime call) records the sources,
-        # and an undo after a crash finds the mounts under the container's layer.
+        # No write here: the record as CREATED has the sources, and an undo
+        # after a crash finds the mounts under the container's layer anyway.
         return sources
 
     def _pod_cgroup(self, sandbox: SandboxRecord) -> str:
