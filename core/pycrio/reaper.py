@@ -245,9 +245,10 @@ class Reaper:
                 if pid is None:
                     deferred = False
                     continue
-                if pid in _own:
+                if pid in _own and not deferred:
                     # its caller is reaping it: look again in a moment, and scan
-                    # then for any orphan behind it
+                    # then for any orphan behind it (once: a stream of runc exits
+                    # must not put orphans off for ever)
                     deferred = True
                     continue
             deferred = False
