@@ -188,6 +188,10 @@ class ContainerEvents:
                     self._deleted.popitem(last=False)
             else:
                 self._stages[container.id] = stage
+            if not self.bus.subscriber_count:
+                # Nobody listens (the kubelet subscribes only with EventedPLEG):
+                # building the pod's status for nobody would slow every call.
+                return
             # Built and published under the lock so that every subscriber sees
             # each container's events in lifecycle order.
             for name in events:

@@ -17,6 +17,7 @@ in the rootfs (CRI-O's ``image_volumes = "mkdir"``). Facts about the host
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import resource
@@ -202,6 +203,18 @@ def _seccomp_ref(sc: api_pb2.LinuxContainerSecurityContext) -> str:
     return "unconfined"
 
 
+@functools.lru_cache(maxsize=64)
+def _warn_lowered(name: str, hard: int, ceiling: int) -> None:
+    """Once per limit: the default RLIMIT_NOFILE would otherwise warn on every create."""
+    log.warning(
+        "%s %d is above what this daemon may set without CAP_SYS_RESOURCE; using %d"
+        " (said once per limit)",
+        name,
+        hard,
+        ceiling,
+    )
+
+
 def _rlimits(
     limits: Sequence[tuple[str, int, int]], ceilings: Mapping[str, int]
 ) -> list[dict[str, Any]]:
@@ -212,12 +225,7 @@ def _rlimits(
             raise InvalidArgument(f"rlimit {name}: invalid soft {soft} / hard {hard}")
         ceiling = ceilings.get(name)
         if ceiling is not None and hard > ceiling:
-            log.warning(
-                "%s %d is above what this daemon may set without CAP_SYS_RESOURCE; using %d",
-                name,
-                hard,
-                ceiling,
-            )
+            _warn_lowered(name, hard, ceiling)
             hard, soft = ceiling, min(soft, ceiling)
         out.append({"type": name, "soft": soft, "hard": hard})
     return out

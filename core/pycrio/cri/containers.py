@@ -133,6 +133,11 @@ class ContainerService:
                 log.warning(
                     "container %s was being created when pycrio stopped; undoing", record.id
                 )
+                # Its runtime create may have begun: the record is not written
+                # again just before that call (see _build), so ask the runtime
+                # to delete it either way (an unknown container is no error).
+                if self.kernel.runtime_driver(record.runtime_handler) is not None:
+                    record.runtime_created = True
                 self._undo(record)
                 continue
             self.names.restore(record.reservation, record.id, record.id)
@@ -219,12 +224,22 @@ class ContainerService:
         with self._guard:
             return self._exited.setdefault(container_id, threading.Event())
 
-    def _save(self, record: ContainerRecord, *, durable: bool = True) -> None:
-        """Write the record, one writer at a time; ``durable=False`` for what the
-        runtime driver reports again after a restart (started, exited)."""
+    def _save_lock(self, container_id: str) -> threading.Lock:
         with self._guard:
-            lock = self._save_locks.setdefault(record.id, threading.Lock())
-        with lock:
+            return self._save_locks.setdefault(container_id, threading.Lock())
+
+    def _save(
+        self, record: ContainerRecord, *, durable: bool = True, unless_removed: bool = False
+    ) -> None:
+        """Write the record, one writer at a time; ``durable=False`` for what the
+        runtime driver reports again after a restart (started, exited).
+
+        ``unless_removed``: skip a record RemoveContainer deleted meanwhile, for
+        a writer that does not hold the container's lock (an exit report).
+        """
+        with self._save_lock(record.id):
+            if unless_removed and self._store().get(record.id) is not record:
+                return
             self._store().save(record, durable=durable)
 
     def exit_reported(self, container_id: str, status: ExitStatus) -> None:
@@ -251,8 +266,8 @@ class ContainerService:
             if status.message:
                 record.message = status.message
             record.state = EXITED  # last: a reader seeing EXITED sees the rest
-        self._save(record, durable=False)  # recover() reports it again after a crash
-        self._exit_event(container_id).set()
+        # Told first (events, NRI), so that whatever StopContainer's caller does
+        # next (StopPodSandbox, RemoveContainer) comes after it for them too.
         call_each(
             self.kernel,
             "pycrio_container_event",
@@ -260,6 +275,10 @@ class ContainerService:
             container=record,
             sandbox=self.sandboxes.store.get(record.sandbox_id),
         )
+        # StopContainer goes on before the write: the exit is recorded in memory,
+        # and recover() reports it again if the daemon dies before the file has it.
+        self._exit_event(container_id).set()
+        self._save(record, durable=False, unless_removed=True)
 
     # --- CreateContainer -------------------------------------------------------
 
@@ -349,6 +368,10 @@ class ContainerService:
         # later ones replace it atomically, which a killed daemon cannot tear, and
         # a machine crash that loses one also took the container with it.
         record.rootfs_created = True
+        # Known before anything is made, so an undo after a crash removes it too.
+        cgroup = self.kernel.cgroup_driver
+        if cgroup is not None and sandbox.cgroup_path:
+            record.cgroups_path = cgroup.container_cgroups_path(sandbox.cgroup_path, record.id)
         store.save(record)
         try:
             self._build(record, request, sandbox, image, ctx)
@@ -378,9 +401,6 @@ class ContainerService:
         assert self.rootfs is not None
         os.makedirs(record.bundle, mode=0o700, exist_ok=True)
         record.rootfs = self.rootfs.create(record.id, image.layers)
-        cgroup = self.kernel.cgroup_driver
-        if cgroup is not None and sandbox.cgroup_path:
-            record.cgroups_path = cgroup.container_cgroups_path(sandbox.cgroup_path, record.id)
         image_config = self.images.image_config(image)
         handler_table = self.kernel.config.runtimes[sandbox.runtime_handler]
         volume_sources = self._mount_image_volumes(record)
@@ -437,8 +457,9 @@ class ContainerService:
             os.path.join(record.bundle, "config.json"), json.dumps(spec).encode(), sync=False
         )
         os.makedirs(os.path.dirname(record.log_path), mode=0o755, exist_ok=True)
+        # Not saved here: a record left CREATING by a crash makes the next
+        # start ask the runtime to delete the container, created or not.
         record.runtime_created = True
-        self._save(record, durable=False)
         runtime = self._runtime(record.runtime_handler)
         record.pid = runtime.create(
             CreateRequest(
@@ -450,8 +471,7 @@ class ContainerService:
                     name=sandbox.name,
                     namespace=sandbox.namespace,
                     uid=sandbox.uid,
-                    # cgroup_parent left empty, as before this contract: placing the
-                    # monitor in the pod's cgroup costs ~20 ms per create here
+                    cgroup_parent=self._pod_cgroup(sandbox),
                     annotations=dict(sandbox.annotations),
                 ),
                 tty=record.tty,
@@ -470,15 +490,23 @@ class ContainerService:
             volume = image_volumes.ImageVolume.from_record(entry)
             root = self.rootfs.mount_image(record.id, volume.index, list(volume.layers))
             entry["source"] = sources[volume.index] = image_volumes.source(volume, root)
-        self._store().save(record)
+        # No write here: the record as CREATED has the sources, and an undo
+        # after a crash finds the mounts under the container's layer anyway.
         return sources
 
+    def _pod_cgroup(self, sandbox: SandboxRecord) -> str:
+        """The pod's cgroup as its cgroup driver made it; "" without one."""
+        return sandbox.cgroup_path if self.kernel.cgroup_driver is not None else ""
+
     def _monitor_placer(self, sandbox: SandboxRecord, container_id: str) -> Any:
-        """The cgroup driver's placement of this container's monitor, if the pod has a cgroup."""
+        """The cgroup driver's placement of this container's monitor, if the pod has a cgroup.
+
+        As CRI-O's conmon_cgroup = "pod": the monitor counts against its pod.
+        """
         driver = self.kernel.cgroup_driver
-        if driver is None or not sandbox.cgroup_path:
+        pod_cgroup = self._pod_cgroup(sandbox)
+        if driver is None or not pod_cgroup:
             return None
-        pod_cgroup = sandbox.cgroup_path
         return lambda pid: driver.place_monitor(pid, pod_cgroup, container_id)
 
     def _adjust(
@@ -619,7 +647,8 @@ class ContainerService:
             if errors:
                 self._save(record)
                 raise Internal(f"removing container {record.id} failed: " + "; ".join(errors))
-            self._store().delete(record.id)
+            with self._save_lock(record.id):  # an exit report's write cannot bring it back
+                self._store().delete(record.id)
             self.names.release(record.reservation, record.id)
         with self._guard:
             self._locks.pop(record.id, None)

@@ -99,7 +99,7 @@ class SandboxService:
             if record.state == READY and record.namespaces and not self._pinned(record):
                 # the node rebooted (runroot is gone): the pod cannot be ready
                 record.state = NOTREADY
-                self.store.save(record)
+                self.store.save(record, durable=False)
 
     @hookimpl
     def pycrio_shutdown(self, kernel: Kernel) -> None:
@@ -204,6 +204,13 @@ class SandboxService:
     ) -> str:
         store = self._store()
         record.run_dir = os.path.join(self.run_root, record.id)
+        # Synced: a new record must never be found empty. Later writes replace
+        # it atomically (a killed daemon cannot tear them) and are synced only
+        # where they record what a machine crash leaves behind: the network
+        # (CNI's IPAM keeps its leases on disk). Pins, shm, cgroups and the
+        # run dir do not outlive a crash; a record a crash set back to
+        # CREATING is undone at the next start, which the kubelet sees as a
+        # pod gone and creates again.
         store.save(record)
         try:
             self._build(record, config)
@@ -215,7 +222,7 @@ class SandboxService:
             self._undo(record)
             raise
         record.state = READY
-        store.save(record)
+        store.save(record, durable=False)
         call_each(self.kernel, "pycrio_sandbox_event", event="created", sandbox=record)
         log.info("pod %s/%s is ready as %s", record.namespace, record.name, record.id)
         return record.id
@@ -232,22 +239,22 @@ class SandboxService:
         if kinds:
             # the pins recorded before they exist: killed half-way, the next start unpins them
             record.namespaces = namespaces.pin_paths(self.ns_dir, record.id, kinds)
-            store.save(record)
+            store.save(record, durable=False)
             namespaces.pin(self.ns_dir, record.id, kinds, record.hostname, sysctls)
         if record.pid_mode == "pod":
             init = pause.find_init(self.kernel.config.get("runtime.pod_init_path"))
             init_dir = pause.link(os.path.join(self.kernel.config.runroot, "pause"), init)
             # recorded first too: a holder whose pid was not saved is found by its pin
             record.namespaces.update(namespaces.pin_paths(self.ns_dir, record.id, ["pid"]))
-            store.save(record)
+            store.save(record, durable=False)
             _, record.pid_holder = namespaces.start_pid_holder(self.ns_dir, record.id, init_dir)
-            store.save(record)
+            store.save(record, durable=False)
         files.write_hostname(record.run_dir, record.hostname)
         files.write_resolv_conf(record.run_dir, config.dns_config)
         if record.ipc_mode == "pod":
             size = files.parse_size(self.kernel.config.get("runtime.shm_size"))
             record.shm_path = files.mount_shm(record.run_dir, size)
-            store.save(record)
+            store.save(record, durable=False)
         if record.log_directory:
             os.makedirs(record.log_directory, mode=0o755, exist_ok=True)
         cgroup = self.kernel.cgroup_driver
@@ -255,7 +262,7 @@ class SandboxService:
             record.cgroup_path = cgroup.pod_cgroup(
                 record.cgroup_parent, record.id, pod_resources(config.linux)
             )
-            store.save(record)
+            store.save(record, durable=False)
         if not record.host_network:
             self._network_up(record)
         files.write_hosts(record.run_dir, record.hostname, record.ips)
@@ -287,7 +294,7 @@ class SandboxService:
             pod_sandbox_id=record.id, config=container, sandbox_config=config
         )
         record.infra_id = self.containers.create(record, request, ctx, infra=True)
-        self._store().save(record)
+        self._store().save(record, durable=False)
         self.containers.start(self.containers.store.get(record.infra_id))
 
     def _needs_infra(self, record: SandboxRecord) -> bool:
@@ -398,7 +405,7 @@ class SandboxService:
     def _shm_down(self, record: SandboxRecord) -> None:
         files.unmount(record.shm_path)
         record.shm_path = ""
-        self._store().save(record)
+        self._store().save(record, durable=False)
 
     def _namespaces_down(self, record: SandboxRecord) -> None:
         pid_ns = record.namespaces.pop("pid", "")
@@ -407,7 +414,7 @@ class SandboxService:
             record.pid_holder = 0
         namespaces.unpin(record.namespaces)
         record.namespaces = {}
-        self._store().save(record)
+        self._store().save(record, durable=False)
 
     def _remove_rest(self, record: SandboxRecord) -> list[str]:
         errors = []
@@ -433,7 +440,7 @@ class SandboxService:
         errors = self._release_running(record) + self._remove_rest(record)
         if errors:
             record.state = NOTREADY  # keep it listed so Remove can finish the job
-            self._store().save(record)
+            self._store().save(record, durable=False)
             self.names.restore(record.reservation, record.id, record.id)
             log.error("pod %s could not be fully undone: %s", record.id, "; ".join(errors))
             return
@@ -455,7 +462,7 @@ class SandboxService:
                 raise Unavailable(f"stopping pod {record.id} failed: " + "; ".join(errors))
             if record.state != NOTREADY:
                 record.state = NOTREADY
-                self._store().save(record)
+                self._store().save(record, durable=False)
                 call_each(self.kernel, "pycrio_sandbox_event", event="stopped", sandbox=record)
         return api_pb2.StopPodSandboxResponse()
 
@@ -471,7 +478,7 @@ class SandboxService:
             call_each(self.kernel, "pycrio_sandbox_event", event="removing", sandbox=record)
             errors = self._release_running(record) + self._remove_rest(record)
             if errors:
-                self._store().save(record)
+                self._store().save(record, durable=False)
                 raise Unavailable(f"removing pod {record.id} failed: " + "; ".join(errors))
             self._store().delete(record.id)
             self.names.release(record.reservation, record.id)

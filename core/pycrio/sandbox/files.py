@@ -1,4 +1,8 @@
-"""The files a pod's containers share: hostname, hosts, resolv.conf, /dev/shm."""
+"""The files a pod's containers share: hostname, hosts, resolv.conf, /dev/shm.
+
+They live in the pod's run dir under the runroot (tmpfs on a node), which a
+machine crash empties anyway: written atomically, not synced.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ HOST_RESOLV_CONF = "/etc/resolv.conf"
 
 def write_hostname(run_dir: str, hostname: str) -> str:
     path = os.path.join(run_dir, "hostname")
-    write_atomic(path, f"{hostname}\n".encode())
+    write_atomic(path, f"{hostname}\n".encode(), sync=False)
     return path
 
 
@@ -24,7 +28,7 @@ def write_hosts(run_dir: str, hostname: str, ips: list[str]) -> str:
     if hostname:
         lines += [f"{ip}\t{hostname}" for ip in ips] or [f"127.0.1.1\t{hostname}"]
     path = os.path.join(run_dir, "hosts")
-    write_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_atomic(path, ("\n".join(lines) + "\n").encode(), sync=False)
     return path
 
 
@@ -44,7 +48,7 @@ def write_resolv_conf(run_dir: str, dns: api_pb2.DNSConfig | None) -> str:
         except FileNotFoundError:
             content = b""
     path = os.path.join(run_dir, "resolv.conf")
-    write_atomic(path, content)
+    write_atomic(path, content, sync=False)
     return path
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import time
 from pycrio import reaper
 from pycrio.errors import Internal
 from pycrio.linux import libc, mountinfo, processes
-from pycrio.sandbox import pause
+from pycrio.sandbox import nsinit, pause
 
 log = logging.getLogger("pycrio.sandbox")
 
@@ -94,12 +95,19 @@ def pin(
         os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
         with open(path, "w"):
             pass
-    argv = ["unshare", *(f"--{k}={p}" for k, p in files.items())]
-    argv += ["--", sys.executable, "-m", "pycrio.sandbox.nsinit"]
+    argv = ["unshare", *(f"--{k}={p}" for k, p in files.items()), "--"]
+    setup = []
     if hostname and "uts" in files:
-        argv += ["--hostname", hostname]
+        setup += ["--hostname", hostname]
     for key, value in sysctls.items():
-        argv += ["--sysctl", f"{key}={value}"]
+        setup += ["--sysctl", f"{key}={value}"]
+    true = shutil.which("true")
+    if not setup and true:
+        argv.append(true)  # nothing to set inside: no interpreter to start (~40 ms)
+    else:
+        # the file itself, without site (-S) or the environment (-I): it needs
+        # only the standard library, and starts ~15 ms sooner than ``-m``
+        argv += [sys.executable, "-I", "-S", nsinit.__file__, *setup]
     try:
         result = reaper.run(argv, timeout=PIN_TIMEOUT, capture_output=True)
     except subprocess.TimeoutExpired as e:

@@ -1,10 +1,11 @@
 """Runs inside a pod's fresh namespaces, once, to set them up.
 
 Invoked by ``unshare`` (which creates and pins the namespaces) as
-``python -m pycrio.sandbox.nsinit --hostname NAME --sysctl key=value ...``:
+``python -I -S .../nsinit.py --hostname NAME --sysctl key=value ...``:
 the hostname belongs to the new UTS namespace and /proc/sys/net and the IPC
-sysctls written here belong to the new network and IPC namespaces. Kept
-free of pycrio imports so it starts fast.
+sysctls written here belong to the new network and IPC namespaces. Run as a
+file without site-packages, so it must import nothing but the standard
+library.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ away with the container, never touching the shared image layers.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -26,8 +27,31 @@ MOUNT_DATA_MAX = 4096
 COPY_TIMEOUT = 3600
 
 
+class OverlayMountError(Internal):
+    """mount(2) of an overlay failed; ``errno`` says why."""
+
+    def __init__(self, message: str, errno_: int) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
 class ContainerLayers:
+    """Each container's writable layer and its rootfs mount.
+
+    The overlay is mounted ``volatile`` (Linux 5.10+): the kernel then skips
+    every sync to the upper dir, above all the syncfs of the whole upper
+    filesystem that an overlay unmount does otherwise (from ~0.5 ms to tens
+    of ms when other work has written to that disk). What it gives up is a
+    writable layer that survives a machine crash, which no container has:
+    the kubelet never restarts one, it creates a new container with a new
+    layer, and this layer is removed with its container; after a crash the
+    layer is never mounted again (overlay would refuse to). The kernel's own
+    reason for the option is this very use ("if node goes down, they will
+    simply throw away upper layer and create a fresh one").
+    """
+
     def __init__(self, storage_root: str, layers: LayerStore) -> None:
+        self.volatile = True
         self.layers = layers
         self.driver = layers.driver
         self.dir = os.path.join(storage_root, f"{self.driver}-containers")
@@ -80,7 +104,18 @@ class ContainerLayers:
             empty = os.path.join(base, "empty")
             os.makedirs(empty, mode=0o755, exist_ok=True)
             lowers = [empty]
-        _mount_overlay(merged, lowers, f",upperdir={upper},workdir={work}", 0)
+        rest = f",upperdir={upper},workdir={work}"
+        if self.volatile:
+            try:
+                _mount_overlay(merged, lowers, rest + ",volatile", 0)
+                return
+            except OverlayMountError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                # a kernel before 5.10 has no "volatile": mount as before from now on
+                log.info("overlay has no volatile option here (%s); writable layers sync", e)
+                self.volatile = False
+        _mount_overlay(merged, lowers, rest, 0)
 
     def image_volumes_dir(self, container_id: str) -> str:
         return os.path.join(self._paths(container_id)[0], "image-volumes")
@@ -173,7 +208,9 @@ def _mount_overlay(target: str, lowers: list[str], rest: str, flags: int) -> Non
         try:
             libc.mount("overlay", target, "overlay", flags, options)
         except OSError as e:
-            raise Internal(f"mounting an overlay at {target}: {e.strerror}") from e
+            raise OverlayMountError(
+                f"mounting an overlay at {target}: {e.strerror}", e.errno or 0
+            ) from e
     finally:
         for fd in fds:
             os.close(fd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from pycrio.storage.atomic import clean_temp, write_atomic
@@ -20,6 +20,12 @@ class _Record(Protocol):
 
 
 R = TypeVar("R", bound=_Record)
+
+
+def _nested(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class RecordStore(Generic[R]):
@@ -41,7 +47,9 @@ class RecordStore(Generic[R]):
 
     def save(self, record: R, *, durable: bool = True) -> None:
         """Write the record; ``durable=False`` for changes a restart can learn again."""
-        data = json.dumps(asdict(record), sort_keys=True).encode()  # type: ignore[call-overload]
+        # The record's own dict: dataclasses.asdict would deep-copy it first
+        # (~5x the time); a nested dataclass, if any, is converted on the way.
+        data = json.dumps(vars(record), sort_keys=True, default=_nested).encode()
         path = os.path.join(self.directory, f"{record.id}.json")
         write_atomic(path, data, 0o600, sync=durable)
         with self._lock:

@@ -50,6 +50,8 @@ log = logging.getLogger("pycrio.cgroupfs")
 #: containers directly under "/crio"; a per-pod level keeps pods apart.
 DEFAULT_PARENT = "/pycrio"
 DEFAULT_REMOVE_TIMEOUT = 5.0
+#: The leaf under a pod cgroup that holds its containers' monitors.
+MONITOR_LEAF = "pycrio-conmon"
 
 
 class CgroupfsDriver(CgroupDriver):
@@ -131,6 +133,29 @@ class CgroupfsDriver(CgroupDriver):
         """``<pod cgroup>/pycrio-<id>``: runc's cgroupfs ``cgroupsPath``, CRI-O's naming."""
         pod = clean_path(pod_cgroup, "pod cgroup")
         return f"{pod}/pycrio-{check_id(container_id, 'container id')}"
+
+    def place_monitor(self, pid: int, pod_cgroup: str, container_id: str) -> None:
+        """Move a container's monitor into ``<pod cgroup>/pycrio-conmon`` (conmon_cgroup = "pod").
+
+        As CRI-O: the monitor's memory and CPU count against its pod. One
+        leaf shared by the pod's monitors rather than one per container: a
+        leaf because cgroup v2 allows no process in a cgroup that hands
+        controllers to children; shared because a per-container cgroup has to
+        be removed when its container is, while the monitor may still be
+        exiting (EBUSY, then a retry). This one goes with the pod cgroup
+        (:meth:`remove` takes children first), after every monitor is gone.
+        """
+        pod = clean_path(pod_cgroup, "pod cgroup")
+        path = f"{pod}/{MONITOR_LEAF}"
+        mounts = self.layout.managed_mounts()
+        if not mounts:
+            return
+        if not all(os.path.isdir(m + path) for m in mounts):
+            self._require_existing(pod)
+            with self._create_lock:
+                self._create(path, [])
+        for mount in mounts:
+            fs.write_value(f"{mount}{path}/cgroup.procs", str(pid))
 
     def remove(self, path: str) -> None:
         """rmdir the cgroup and its children in every hierarchy; never kills anything.

@@ -226,6 +226,38 @@ def test_v1_pod_cgroup_lifecycle(
 
 
 @needs_root_cgroups
+def test_monitors_share_a_leaf_of_the_pod(
+    tmp_path: Path, parent: str, procs: list[subprocess.Popen[str]]
+) -> None:
+    """conmon_cgroup = "pod": each monitor joins <pod>/pycrio-conmon, which goes with the pod."""
+    driver = make_driver(tmp_path, remove_timeout=0.3)
+    pod = driver.pod_cgroup(f"{parent}/pod-m", "sandbox-m", {"memory": {"limit": 256 * MiB}})
+    monitors = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    procs.extend(monitors)  # type: ignore[arg-type]
+    for n, monitor in enumerate(monitors):
+        driver.place_monitor(monitor.pid, pod, f"c{n}")
+    leaf = f"{pod}/pycrio-conmon"
+    with open(f"/proc/{monitors[0].pid}/cgroup") as f:
+        joined = {line.split(":", 2)[2] for line in f.read().splitlines()}
+    assert joined == {leaf}, joined  # every hierarchy, v1 and unified alike
+    for mount in LAYOUT.managed_mounts():
+        assert sorted(read(f"{mount}{leaf}/cgroup.procs").split()) == sorted(
+            str(m.pid) for m in monitors
+        ), mount
+    assert driver.stats(pod).processes == sorted(m.pid for m in monitors)  # they count
+    with pytest.raises(NotFound):
+        driver.place_monitor(monitors[0].pid, f"{parent}/no-such-pod", "c9")
+    with pytest.raises(FailedPrecondition):
+        driver.remove(pod)  # never kills the monitors
+    for monitor in monitors:
+        monitor.kill()
+        monitor.wait(timeout=10)
+    driver.remove(pod)
+    for mount in LAYOUT.all_mounts():
+        assert not os.path.exists(mount + pod), mount
+
+
+@needs_root_cgroups
 def test_default_parent_and_update_order(tmp_path: Path, parent: str) -> None:
     driver = make_driver(tmp_path, default_parent=f"{parent}/pods")
     path = driver.pod_cgroup("", "p1", {})

@@ -319,6 +319,18 @@ class Adaptation:
                     ) from e
                 log.error("NRI plugin %s failed %s: %s", plugin.name, method, e.message)
 
+    def wants(self, event: str) -> bool:
+        """Whether a connected plugin is subscribed to ``event``: if none is, the
+        caller need not build the request at all.
+
+        Under the lock that admission holds: a plugin admitted after this
+        answered no took its Synchronize snapshot later, and so saw the change
+        the event would have told it of.
+        """
+        bit = api.event_bit(EV(event))
+        with self._lock:
+            return any(not p.closed and p.events & bit for p in self.plugins)
+
     def notify(
         self, event: str, method: str, request: Any, refusable: bool = False, updates: bool = True
     ) -> list[tuple[RemotePlugin, Any]]:

@@ -39,6 +39,13 @@ log = logging.getLogger("pycrio.nri")
 
 #: The CallContext method of CRI calls NRI makes itself (no NRI events for them).
 NRI_CALL = "/pycrio.nri/Internal"
+#: The core's container events and the NRI events they become.
+_CONTAINER_EVENTS = {
+    "created": "POST_CREATE_CONTAINER",
+    "started": "POST_START_CONTAINER",
+    "stopped": "STOP_CONTAINER",
+    "deleted": "REMOVE_CONTAINER",
+}
 
 
 def _seconds(config: Any, key: str, default: float) -> float:
@@ -234,6 +241,13 @@ class NRIPlugin:
     def pycrio_container_event(self, event: str, container: Any, sandbox: Any) -> None:
         if self.adaptation is None or getattr(container, "infra", False):
             return
+        nri_event = _CONTAINER_EVENTS.get(event)
+        if nri_event is None or not self.adaptation.wants(nri_event):
+            # nobody listens: no messages to build on every lifecycle step
+            if event == "deleted":
+                with self._guard:
+                    self._containers.pop(container.id, None)
+            return
         msg = self._message(container)
         pod = (
             convert.pod_from_record(sandbox)
@@ -267,7 +281,11 @@ class NRIPlugin:
 
     @hookimpl(wrapper=True)
     def cri_start_container(self, request: Any, ctx: CallContext) -> Any:
-        if self.adaptation is not None and ctx.method != NRI_CALL:
+        if (
+            self.adaptation is not None
+            and ctx.method != NRI_CALL
+            and self.adaptation.wants("START_CONTAINER")
+        ):
             found = self._lookup(request.container_id)
             created = api.ContainerState.Value("CONTAINER_CREATED")
             if found is not None and found[1].state == created:  # else the core refuses it

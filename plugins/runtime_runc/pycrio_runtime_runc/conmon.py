@@ -6,8 +6,9 @@ the daemon is down or restarting. This module speaks conmon 2.1's protocol
 (the one CRI-O uses), checked against conmon's sources:
 
 * **start pipe** (env ``_OCI_STARTPIPE=<fd>``): conmon blocks reading it
-  before forking anything, so the caller can first put conmon in a cgroup;
-  one byte written (or the pipe closed) lets it go on.
+  before forking anything; one byte written (or the pipe closed) lets it go
+  on. CRI-O moves conmon into its cgroup there; we move the monitor while
+  the runtime's create runs instead, where the move's wait costs nothing.
 * conmon then **double-forks**: the process we started writes the
   monitor's pid to ``-P <conmon.pid>`` and exits 0 at once; the monitor
   lives on (re-parented to the nearest subreaper), runs ``runtime create``.
@@ -342,6 +343,29 @@ def _kill_monitor(state_dir: str) -> None:
             pass
 
 
+def _place_monitor(state_dir: str, place: Callable[[int], None] | None) -> Exception | None:
+    """Put the monitor (conmon after its double fork) where ``place`` says.
+
+    Done while the runtime's create runs, not while conmon is parked on its
+    start pipe: on cgroup v1 a move into a cgroup waits for an RCU grace
+    period (5-20 ms here), which then costs no latency. The monitor's only
+    child by then is ``runtime create``, which exits within the call; the
+    container's processes join the container's own cgroup whatever conmon's.
+    Returns the failure, if any, for the caller to report when create
+    succeeded (a monitor that already exited cannot be moved, nor needs to).
+    """
+    if place is None:
+        return None
+    pid = monitor_pid(state_dir)
+    if pid is None:
+        return None  # conmon failed before forking; its stderr says why
+    try:
+        place(pid)
+    except Exception as e:  # noqa: BLE001 - placement is best effort, as in CRI-O
+        return e
+    return None
+
+
 def start(
     spec: MonitorSpec,
     *,
@@ -351,8 +375,8 @@ def start(
 ) -> int:
     """Run conmon for ``runtime create`` and return the container's init pid.
 
-    ``place(pid)`` is called while conmon is parked on the start pipe, before
-    it forks: moving it into a cgroup there moves the monitor too. Only the
+    ``place(pid)`` is called with the monitor's pid while the runtime's
+    create runs (see :func:`_place_monitor`). Only the
     first conmon process is our child; it exits right after the double fork
     and we reap it here, so the daemon (a child subreaper) never waits on the
     long-lived monitor. Raises Internal with conmon's or the runtime's
@@ -391,11 +415,6 @@ def start(
             os.close(sync_w)
             os.close(start_r)
         try:
-            if place is not None:
-                try:
-                    place(proc.pid)
-                except Exception as e:  # noqa: BLE001 - placement is best effort, as in CRI-O
-                    log.warning("container %s: cannot place conmon: %s", spec.container_id, e)
             try:
                 os.write(start_w, b"\0")
             except BrokenPipeError:
@@ -416,7 +435,10 @@ def start(
             raise Internal(
                 f"container {spec.container_id}: conmon failed (exit {proc.returncode}): {stderr}"
             )
+        placement_error = _place_monitor(spec.state_dir, place)
         line = _read_line(sync_r, max(0.1, deadline - time.monotonic()))
+        if placement_error is not None and line and line.strip():
+            log.warning("container %s: cannot place conmon: %s", spec.container_id, placement_error)
         if line is None:
             _kill_monitor(spec.state_dir)
             raise DeadlineExceeded(

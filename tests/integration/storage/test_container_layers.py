@@ -67,6 +67,26 @@ def test_a_short_image_keeps_readable_mount_options(tmp_path: Path) -> None:
         store.remove("c2")
 
 
+def test_writable_layer_is_volatile_and_removed(tmp_path: Path) -> None:
+    """Mounted ``volatile`` (no syncfs of the whole upper filesystem on unmount)."""
+    layers = Layers(tmp_path / "layers")
+    Path(layers.diff_dir("c" * 64)).mkdir(parents=True)
+    store = ContainerLayers(str(tmp_path), layers)  # type: ignore[arg-type]
+    merged = Path(store.create("c3", ["c" * 64]))
+    try:
+        with open("/proc/self/mountinfo") as f:
+            options = next(line for line in f if f" {merged} " in line).split()[-1].split(",")
+        # older kernels show "volatile", newer ones "fsync=volatile"
+        assert store.volatile
+        assert "volatile" in options or "fsync=volatile" in options, options
+        (merged / "written").write_text("x")
+        os.sync()  # a sync must not fail on a volatile overlay
+    finally:
+        store.remove("c3")
+    # the layer goes, with overlay's incompat/volatile marker in its work dir
+    assert not (tmp_path / "overlay-containers" / "c3").exists()
+
+
 @pytest.mark.parametrize("count", [1, 3])
 def test_image_volume_mount_is_read_only_and_goes_with_the_container(
     tmp_path: Path, count: int
