@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+from cri_api.v1 import api_pb2
+
 from pycrio.config import defaults
 from pycrio.container.record import EXITED, RUNNING, ContainerRecord, ContainerStore
 from pycrio.cri.containers import ContainerService
@@ -66,3 +68,19 @@ def test_an_exit_written_after_the_remove_does_not_bring_the_record_back(
     assert svc.store.get("b") is None
     svc._save(record, durable=False)  # a writer holding the container's lock still writes
     assert on_disk(tmp_path, "b") is not None
+
+
+def test_a_list_made_before_an_exit_is_not_served_before_its_write(tmp_path: Path) -> None:
+    """StopContainer returns before the record's write: ListContainers must already say EXITED."""
+    svc = service(tmp_path)
+    svc.store.save(running("c"))
+
+    def listed() -> list[int]:
+        response = svc.cri_list_containers(api_pb2.ListContainersRequest(), ctx=None)
+        return [c.state for c in response.containers]
+
+    assert listed() == [api_pb2.CONTAINER_RUNNING]
+    writes: list[list[int]] = []
+    svc._save = lambda record, **_kw: writes.append(listed())  # type: ignore[method-assign]
+    svc.exit_reported("c", ExitStatus(exit_code=0, finished_at=5))
+    assert writes == [[api_pb2.CONTAINER_EXITED]]  # as the write begins, the list has moved

@@ -266,6 +266,7 @@ class ContainerService:
             if status.message:
                 record.message = status.message
             record.state = EXITED  # last: a reader seeing EXITED sees the rest
+            store.touch()  # the write comes after StopContainer returns: lists must not wait
         # Told first (events, NRI), so that whatever StopContainer's caller does
         # next (StopPodSandbox, RemoveContainer) comes after it for them too.
         call_each(

@@ -56,6 +56,11 @@ class RecordStore(Generic[R]):
             self._records[record.id] = record
             self.generation += 1
 
+    def touch(self) -> None:
+        """A record changed in memory ahead of its write: lists built before are stale."""
+        with self._lock:
+            self.generation += 1
+
     def delete(self, record_id: str) -> None:
         try:
             os.unlink(os.path.join(self.directory, f"{record_id}.json"))
