@@ -253,8 +253,11 @@ class SandboxService:
         files.write_resolv_conf(record.run_dir, config.dns_config)
         if record.ipc_mode == "pod":
             size = files.parse_size(self.kernel.config.get("runtime.shm_size"))
-            record.shm_path = files.mount_shm(record.run_dir, size)
+            # recorded before it is mounted: killed in between, the undo unmounts a
+            # path that may not be mounted (harmless) rather than leak the mount
+            record.shm_path = os.path.join(record.run_dir, "shm")
             store.save(record, durable=False)
+            files.mount_shm(record.run_dir, size)
         if record.log_directory:
             os.makedirs(record.log_directory, mode=0o755, exist_ok=True)
         cgroup = self.kernel.cgroup_driver
