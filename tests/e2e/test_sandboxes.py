@@ -112,9 +112,10 @@ def test_pod_lifecycle_with_pinned_namespaces(daemon, tmp_path: Path) -> None:
     stats = rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=pod_id)).stats
     assert stats.attributes.id == pod_id
     assert stats.linux.cpu.timestamp > 0 and stats.linux.memory.timestamp > 0
-    # no container yet: only the infra (pause) container's process if the pod has one
-    infra = 1 if info.get("infra_id") else 0
-    assert stats.linux.process.process_count.value == infra
+    # no container yet: only the infra (pause) container's process, if the pod has one, and
+    # its monitor, which lives in the pod's cgroup (conmon, or the pod's shim v2)
+    expected = 2 if info.get("infra_id") else 0
+    assert stats.linux.process.process_count.value == expected
 
     rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
     assert (
