@@ -292,6 +292,8 @@ def read_toml(path: Path) -> dict[str, Any]:
 def _complete_handlers(data: dict[str, Any], decl: Declarations) -> None:
     """A handler table may name only some keys; fill the rest with defaults."""
     for handler, table in data["runtime"]["runtimes"].items():
+        if "driver" not in table and table.get("runtime_type") == "vm":
+            table["driver"] = "vm"  # CRI-O's runtime_type names the shim v2 driver
         for opt in HANDLER_OPTIONS:
             table.setdefault(opt.key, copy.deepcopy(opt.default))
         for opt in decl.handler_options(table["driver"]):

@@ -78,6 +78,20 @@ def _handlers(cfg: Config) -> list[str]:
         ]
         for opt in (*HANDLER_OPTIONS, *driver_opts):
             lines += _option_lines(opt, table.get(opt.key))
+    # drivers no default handler uses: their options, commented out, as an example
+    used = {table["driver"] for table in cfg.runtimes.values()}
+    others = sorted(
+        {o.owner for o in cfg.declared if o.table == HANDLER_TABLE and o.owner not in used}
+    )
+    for owner in others:
+        lines += [f'# [runtime.runtimes.<handler>] with driver = "{owner}" may also set:', ""]
+        for opt in (o for o in cfg.declared if o.table == HANDLER_TABLE and o.owner == owner):
+            lines += [
+                line if line.startswith("#") else f"# {line}"
+                for line in _option_lines(opt, opt.default)
+                if line
+            ]
+            lines.append("")
     return lines
 
 

@@ -78,14 +78,33 @@ HANDLER_OPTIONS: tuple[Option, ...] = (
         "driver",
         STR,
         "runc",
-        "Driver (entry point in the `pycrio.runtime` group) that runs this handler's containers.",
+        "Driver (entry point in the `pycrio.runtime` group) that runs this handler's containers."
+        ' Unset: "runc", or "vm" when runtime_type is "vm".',
+    ),
+    Option(
+        HANDLER_TABLE,
+        "runtime_type",
+        STR,
+        "oci",
+        'CRI-O\'s runtime type: "oci" (an OCI runtime CLI such as runc) or "vm" (a'
+        " containerd shim v2 runtime such as Kata Containers, run by the `vm` driver).",
+        choices=("oci", "vm"),
     ),
     Option(
         HANDLER_TABLE,
         "runtime_path",
         STR,
         "",
-        "Path of the OCI runtime binary; empty means look the driver's default up in $PATH.",
+        "Path of the OCI runtime binary (the shim v2 binary for runtime_type vm); empty means"
+        " look the driver's default up in $PATH.",
+    ),
+    Option(
+        HANDLER_TABLE,
+        "privileged_without_host_devices",
+        BOOL,
+        False,
+        "Privileged containers of this handler get none of the host's devices (as CRI-O):"
+        " for VM runtimes, where host devices mean nothing inside the guest.",
     ),
     Option(
         HANDLER_TABLE,

@@ -52,7 +52,17 @@ KUBE_POD_UID = "io.kubernetes.pod.uid"
 # OCI image-spec: the image's STOPSIGNAL, kept for StopContainer.
 STOP_SIGNAL = "org.opencontainers.image.stopSignal"
 
+# containerd's CRI plugin names for the same facts: shim v2 runtimes read these
+# (containerd-shim-runc-v2 groups a pod's containers into one shim by the
+# sandbox id; Kata reads either set to tell the pod's sandbox from its containers)
+CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+CRI_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
+CRI_SANDBOX_NAME = "io.kubernetes.cri.sandbox-name"
+CRI_SANDBOX_NAMESPACE = "io.kubernetes.cri.sandbox-namespace"
+
 CONTAINER_TYPE_CONTAINER = "container"
+#: the type of a pod's infra (pause) container, as CRI-O and containerd name it
+CONTAINER_TYPE_SANDBOX = "sandbox"
 MANAGER = "pycrio"
 
 #: Every key pycrio sets; kubelet annotations and labels cannot override these.
@@ -62,7 +72,8 @@ INTERNAL_KEYS: frozenset[str] = frozenset(
         USER_REQUESTED_IMAGE, IMAGE_NAME, IMAGE_REF, KUBE_NAME, LOG_PATH, TTY, STDIN,
         STDIN_ONCE, RESOLV_PATH, HOSTNAME_PATH, MOUNT_POINT, SECCOMP_PROFILE_PATH, METADATA,
         LABELS, ANNOTATIONS, VOLUMES, CONTAINER_MANAGER, KUBE_CONTAINER_NAME, KUBE_POD_NAME,
-        KUBE_POD_NAMESPACE, KUBE_POD_UID, STOP_SIGNAL,
+        KUBE_POD_NAMESPACE, KUBE_POD_UID, STOP_SIGNAL, CRI_CONTAINER_TYPE, CRI_SANDBOX_ID,
+        CRI_SANDBOX_NAME, CRI_SANDBOX_NAMESPACE,
     }
 )  # fmt: skip
 
@@ -89,6 +100,7 @@ def build(
     volumes: list[dict[str, Any]],
     stop_signal: str,
     created: str,
+    container_type: str = CONTAINER_TYPE_CONTAINER,
 ) -> dict[str, str]:
     """All annotations: pod's, then the kubelet's and its labels, then pycrio's own."""
     out: dict[str, str] = {}
@@ -101,7 +113,11 @@ def build(
     own = {
         CONTAINER_ID: container_id,
         CONTAINER_NAME: container_name,
-        CONTAINER_TYPE: CONTAINER_TYPE_CONTAINER,
+        CONTAINER_TYPE: container_type,
+        CRI_CONTAINER_TYPE: container_type,
+        CRI_SANDBOX_ID: sandbox_id,
+        CRI_SANDBOX_NAME: sandbox_config.metadata.name,
+        CRI_SANDBOX_NAMESPACE: sandbox_config.metadata.namespace,
         CREATED: created,
         SANDBOX_ID: sandbox_id,
         SANDBOX_NAME: sandbox_name,

@@ -173,6 +173,11 @@ class SpecInputs:
     log_path: str = ""
     created: str = ""
     host: HostFacts | None = None
+    #: the pod's infra container: typed "sandbox" in the annotations runtimes read
+    infra: bool = False
+    #: the handler's privileged_without_host_devices (CRI-O): a privileged
+    #: container gets none of the host's devices (a VM has its own)
+    privileged_without_host_devices: bool = False
 
 
 def container_name(config: api_pb2.ContainerConfig, sandbox: api_pb2.PodSandboxConfig) -> str:
@@ -300,10 +305,11 @@ def build_spec(inputs: SpecInputs) -> dict[str, Any]:
     cri_devs, device_rules = devices.cri_devices(config.devices)
     device_list = cri_devs
     if privileged:
-        taken = {d["path"] for d in cri_devs}
-        device_list = cri_devs + [
-            d for d in devices.host_devices(host.dev_dir) if d["path"] not in taken
-        ]
+        if not inputs.privileged_without_host_devices:
+            taken = {d["path"] for d in cri_devs}
+            device_list = cri_devs + [
+                d for d in devices.host_devices(host.dev_dir) if d["path"] not in taken
+            ]
         device_rules = [dict(devices.ALLOW_ALL)]
     else:
         device_rules = [dict(devices.DENY_ALL), *device_rules]
@@ -363,6 +369,11 @@ def build_spec(inputs: SpecInputs) -> dict[str, Any]:
             volumes=volumes,
             stop_signal=image.stop_signal,
             created=created,
+            container_type=(
+                annotations.CONTAINER_TYPE_SANDBOX
+                if inputs.infra
+                else annotations.CONTAINER_TYPE_CONTAINER
+            ),
         ),
         "linux": linux_spec,
     }

@@ -403,6 +403,7 @@ class ContainerService:
         os.makedirs(record.bundle, mode=0o700, exist_ok=True)
         record.rootfs = self.rootfs.create(record.id, image.layers)
         image_config = self.images.image_config(image)
+        handler_table = self.kernel.config.runtimes[sandbox.runtime_handler]
         volume_sources = self._mount_image_volumes(record)
         spec = oci_spec.build_spec(
             oci_spec.SpecInputs(
@@ -423,9 +424,11 @@ class ContainerService:
                 resolv_conf_path=os.path.join(sandbox.run_dir, "resolv.conf"),
                 shm_path=sandbox.shm_path,
                 cgroups_path=record.cgroups_path,
-                allowed_annotations=tuple(
-                    self.kernel.config.runtimes[sandbox.runtime_handler]["allowed_annotations"]
+                allowed_annotations=tuple(handler_table["allowed_annotations"]),
+                privileged_without_host_devices=bool(
+                    handler_table.get("privileged_without_host_devices")
                 ),
+                infra=record.infra,
                 log_path=record.log_path,
                 host=self.host_facts,
             )

@@ -214,7 +214,7 @@ class SandboxService:
         store.save(record)
         try:
             self._build(record, config)
-            if not self.kernel.config.get("runtime.drop_infra_ctr"):
+            if self._needs_infra(record):
                 self._infra_up(record, config, ctx)
             self.kernel.hook.pycrio_sandbox_starting(sandbox=record, ctx=ctx)
         except BaseException as e:
@@ -253,8 +253,11 @@ class SandboxService:
         files.write_resolv_conf(record.run_dir, config.dns_config)
         if record.ipc_mode == "pod":
             size = files.parse_size(self.kernel.config.get("runtime.shm_size"))
-            record.shm_path = files.mount_shm(record.run_dir, size)
+            # recorded before it is mounted: killed in between, the undo unmounts a
+            # path that may not be mounted (harmless) rather than leak the mount
+            record.shm_path = os.path.join(record.run_dir, "shm")
             store.save(record, durable=False)
+            files.mount_shm(record.run_dir, size)
         if record.log_directory:
             os.makedirs(record.log_directory, mode=0o755, exist_ok=True)
         cgroup = self.kernel.cgroup_driver
@@ -296,6 +299,14 @@ class SandboxService:
         record.infra_id = self.containers.create(record, request, ctx, infra=True)
         self._store().save(record, durable=False)
         self.containers.start(self.containers.store.get(record.infra_id))
+
+    def _needs_infra(self, record: SandboxRecord) -> bool:
+        """An infra container unless drop_infra_ctr, and always for a runtime that
+        makes the pod's sandbox from it (a VM runtime)."""
+        if not self.kernel.config.get("runtime.drop_infra_ctr"):
+            return True
+        driver = self.kernel.runtime_driver(record.runtime_handler)
+        return bool(getattr(driver, "needs_pod_sandbox_container", False))
 
     def _infra(self, record: SandboxRecord) -> Any:
         if not record.infra_id or self.containers is None:

@@ -269,6 +269,13 @@ class RuntimeDriver(Driver):
 
     _exit_listener: ExitListener | None = None
 
+    #: True for a runtime that builds the pod's sandbox from the pod's first
+    #: container (a VM runtime: the VM is the sandbox): the core then always
+    #: creates the pod's infra (pause) container, marked ``sandbox`` in the
+    #: container-type annotations, even with ``drop_infra_ctr`` (as CRI-O does
+    #: for runtime_type "vm"), and removes it after the pod's other containers.
+    needs_pod_sandbox_container: bool = False
+
     # --- exits ------------------------------------------------------------
 
     def set_exit_listener(self, listener: ExitListener) -> None:

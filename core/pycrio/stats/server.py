@@ -25,7 +25,7 @@ from typing import Any
 from cri_api.v1 import api_pb2
 
 from pycrio.container.record import RUNNING, ContainerRecord
-from pycrio.errors import CRIError
+from pycrio.errors import CRIError, Unimplemented
 from pycrio.kernel.hookspecs import hookimpl
 from pycrio.kernel.interfaces import BlkioDevice, CgroupStats
 from pycrio.kernel.kernel import Kernel
@@ -152,6 +152,20 @@ class StatsServer:
             log.debug("stats of cgroup %s: %s", path, e)
             return None  # removed while we looked, or no such controller
 
+    def _runtime_stats(self, r: ContainerRecord) -> CgroupStats | None:
+        """The runtime driver's own figures, for a container whose cgroup the node
+        cannot see (a VM runtime keeps it in the guest); None when the driver has none."""
+        driver = self.kernel.runtime_driver(r.runtime_handler)
+        if driver is None:
+            return None
+        try:
+            return driver.stats(r.id)
+        except Unimplemented:
+            return None
+        except (CRIError, OSError) as e:
+            log.debug("runtime stats of container %s: %s", r.id, e)
+            return None
+
     # --- stats ------------------------------------------------------------------------
 
     def _attributes(self, pod: SandboxRecord) -> api_pb2.PodSandboxAttributes:
@@ -206,7 +220,9 @@ class StatsServer:
             )
         )
         now = time.time_ns()
-        usage = self._cgroup(r.cgroups_path) if r.state == RUNNING else None
+        usage = None
+        if r.state == RUNNING:
+            usage = self._cgroup(r.cgroups_path) or self._runtime_stats(r)
         if usage is not None:
             fill_cpu(stats.cpu, usage, now, self.rates.rate(r.id, now, usage.cpu_usage_ns))
             fill_memory(stats.memory, usage, now)

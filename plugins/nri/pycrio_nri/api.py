@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.internal import enum_type_wrapper
 
-from pycrio_nri.protofile import parse
+from pycrio.protofile import parse
 
 PACKAGE = "nri.pkg.api.v1alpha1"
 PLUGIN_SERVICE = f"{PACKAGE}.Plugin"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pycrio.protofile import ProtoSyntaxError, parse
 from pycrio_nri import api, mux
-from pycrio_nri.protofile import ProtoSyntaxError, parse
 
 
 def test_mux_frame_is_conn_id_then_length_big_endian() -> None:

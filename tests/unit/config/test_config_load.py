@@ -84,7 +84,9 @@ def test_handler_tables_merge_and_fill_defaults(tmp_path: Path, empty_dir: str) 
     cfg = load(str(conf), empty_dir)
     assert cfg.runtimes["crun"] == {
         "driver": "crun",
+        "runtime_type": "oci",
         "runtime_path": "/usr/bin/crun",
+        "privileged_without_host_devices": False,
         "runtime_root": "",
         "monitor_path": "",
         "allowed_annotations": [],
@@ -293,3 +295,26 @@ def test_storage_driver_choices(tmp_path: Path, empty_dir: str) -> None:
     conf = write(tmp_path / "c.conf", "storage_driver = 'btrfs'\n")
     with pytest.raises(ConfigError, match="must be one of overlay, vfs"):
         load(str(conf), empty_dir)
+
+
+def test_runtime_type_vm_selects_the_shim_v2_driver(tmp_path: Path, empty_dir: str) -> None:
+    conf = write(
+        tmp_path / "c.conf",
+        "[runtime.runtimes.kata]\nruntime_type = 'vm'\n"
+        "runtime_path = '/usr/bin/containerd-shim-kata-v2'\n"
+        "privileged_without_host_devices = true\n"
+        "[runtime.runtimes.other]\nruntime_type = 'vm'\ndriver = 'mine'\n",
+    )
+    cfg = load(str(conf), empty_dir, declarations=Declarations())
+    kata = cfg.runtimes["kata"]
+    assert (kata["driver"], kata["runtime_type"], kata["privileged_without_host_devices"]) == (
+        "vm",
+        "vm",
+        True,
+    )
+    assert cfg.runtimes["other"]["driver"] == "mine"  # an explicit driver wins
+    assert cfg.runtimes["runc"]["runtime_type"] == "oci"
+    assert cfg.runtimes["runc"]["privileged_without_host_devices"] is False
+    bad = write(tmp_path / "bad.conf", "[runtime.runtimes.x]\nruntime_type = 'pod'\n")
+    with pytest.raises(ConfigError, match="runtime_type"):
+        load(str(bad), empty_dir, declarations=Declarations())

@@ -366,3 +366,30 @@ def test_runc_runs_the_spec(tmp_path: Path, config_factory: Factory) -> None:
     assert "CapBnd:\t00000000000005fb" in out
     assert "Seccomp:\t2" in out  # RuntimeDefault filter installed
     assert "readonly" in out and "writable" not in out
+
+
+def test_shim_v2_runtimes_read_containerds_annotations(
+    make_inputs: Inputs, config_factory: Factory
+) -> None:
+    """containerd's names for the pod facts (shims group by sandbox id; Kata reads both sets)."""
+    config = config_factory()
+    config.annotations[ann.CRI_SANDBOX_ID] = "spoofed"
+    a = build_spec(make_inputs(config=config))["annotations"]
+    assert (a[ann.CRI_SANDBOX_ID], a[ann.CRI_CONTAINER_TYPE]) == ("5a4d", "container")
+    assert (a[ann.CRI_SANDBOX_NAME], a[ann.CRI_SANDBOX_NAMESPACE]) == ("pod", "ns")
+    infra = build_spec(make_inputs(config=config_factory(), infra=True))["annotations"]
+    assert infra[ann.CONTAINER_TYPE] == infra[ann.CRI_CONTAINER_TYPE] == "sandbox"
+
+
+def test_privileged_without_host_devices(
+    make_inputs: Inputs, config_factory: Factory, sandbox_factory: Factory
+) -> None:
+    config = config_factory(privileged=True)
+    inputs = make_inputs(
+        config=config,
+        sandbox_config=sandbox_factory(privileged=True),
+        privileged_without_host_devices=True,
+    )
+    linux = build_spec(inputs)["linux"]
+    assert "devices" not in linux  # no host device nodes in the container
+    assert linux["resources"]["devices"] == [{"allow": True, "access": "rwm"}]

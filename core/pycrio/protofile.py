@@ -1,18 +1,24 @@
 """Build a FileDescriptorProto from a .proto file's text, at import time.
 
-Just enough of proto3 for NRI's api.proto: package, services with unary rpcs,
-messages (nested messages and enums), enums, scalar, message, enum, repeated
-and map fields. It lets the plugin ship the API as a readable .proto instead
-of generated code (which would pin a protoc and protobuf runtime pair) and
-keeps the wire format protobuf's own. Anything else in the file is an error,
-not silently skipped.
+Just enough of proto3 for the APIs pycrio speaks over ttrpc (NRI's api.proto,
+containerd's shim v2 task API and its events): package, imports, services
+with unary rpcs, messages (nested messages and enums), enums, scalar,
+message, enum, repeated and map fields. It lets a plugin ship an API as a
+readable .proto instead of generated code (which would pin a protoc and
+protobuf runtime pair) and keeps the wire format protobuf's own. Anything
+else in the file is an error, not silently skipped.
+
+Types from other files (``google.protobuf.Any``, ``containerd.types.Mount``)
+resolve against the descriptor pool given to :func:`parse`, into which the
+imported files must have been added first; each ``import`` becomes a
+dependency of the file, so the pool checks the graph.
 """
 
 from __future__ import annotations
 
 import re
 
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
 
 F = descriptor_pb2.FieldDescriptorProto
 
@@ -60,7 +66,13 @@ def _camel(name: str) -> str:
 
 
 class _Parser:
-    def __init__(self, tokens: list[str], file_name: str) -> None:
+    def __init__(
+        self,
+        tokens: list[str],
+        file_name: str,
+        pool: descriptor_pool.DescriptorPool | None = None,
+    ) -> None:
+        self.pool = pool
         self.t = tokens
         self.i = 0
         self.fdp = descriptor_pb2.FileDescriptorProto(name=file_name, syntax="proto3")
@@ -95,6 +107,12 @@ class _Parser:
             elif tok == "option":
                 while self.take() != ";":
                     pass
+            elif tok == "import":
+                name = self.take()
+                if not (name.startswith('"') and name.endswith('"')):
+                    raise ProtoSyntaxError(f"import needs a quoted file name, got {name!r}")
+                self.fdp.dependency.append(name[1:-1])
+                self.take(";")
             elif tok == "service":
                 self._service()
             elif tok == "message":
@@ -199,28 +217,60 @@ class _Parser:
         else:
             self.refs.append((field, scope, name))
 
+    def _kind(self, full: str) -> int | None:
+        """TYPE_MESSAGE or TYPE_ENUM when ``full`` names a type here or in the pool."""
+        if full in self.messages:
+            return F.TYPE_MESSAGE
+        if full in self.enums:
+            return F.TYPE_ENUM
+        if self.pool is not None:
+            for finder, kind in (
+                (self.pool.FindMessageTypeByName, F.TYPE_MESSAGE),
+                (self.pool.FindEnumTypeByName, F.TYPE_ENUM),
+            ):
+                try:
+                    finder(full)
+                except KeyError:
+                    continue
+                return kind
+        return None
+
+    def _lookup(self, scope: str, name: str) -> tuple[str, int] | None:
+        """Protobuf's scoping: innermost scope first, then outwards, then the bare name."""
+        parts = scope.split(".") if scope else self.fdp.package.split(".")
+        while True:
+            candidate = ".".join([*parts, name]) if parts else name
+            kind = self._kind(candidate)
+            if kind is not None:
+                return candidate, kind
+            if not parts:
+                return None
+            parts.pop()
+
     def _resolve(self) -> None:
         for field, scope, name in self.refs:
-            found = None
-            parts = scope.split(".") if scope else self.fdp.package.split(".")
-            while parts and found is None:
-                candidate = ".".join([*parts, name])
-                if candidate in self.messages or candidate in self.enums:
-                    found = candidate
-                parts.pop()
+            found = self._lookup(scope, name)
             if found is None:
                 raise ProtoSyntaxError(f"unknown type {name!r} (used in {scope or 'file'})")
-            field.type = F.TYPE_ENUM if found in self.enums else F.TYPE_MESSAGE
-            field.type_name = "." + found
+            field.type = found[1]
+            field.type_name = "." + found[0]
         for svc in self.fdp.service:
             for m in svc.method:
                 for attr in ("input_type", "output_type"):
-                    full = f"{self.fdp.package}.{getattr(m, attr)}"
-                    if full not in self.messages:
-                        raise ProtoSyntaxError(f"rpc {m.name}: unknown message {full}")
-                    setattr(m, attr, "." + full)
+                    found = self._lookup("", getattr(m, attr))
+                    if found is None or found[1] != F.TYPE_MESSAGE:
+                        raise ProtoSyntaxError(
+                            f"rpc {m.name}: unknown message {getattr(m, attr)!r}"
+                        )
+                    setattr(m, attr, "." + found[0])
 
 
-def parse(text: str, file_name: str) -> descriptor_pb2.FileDescriptorProto:
-    """The descriptor of the .proto ``text``; raises ProtoSyntaxError."""
-    return _Parser(tokenize(text), file_name).parse()
+def parse(
+    text: str, file_name: str, pool: descriptor_pool.DescriptorPool | None = None
+) -> descriptor_pb2.FileDescriptorProto:
+    """The descriptor of the .proto ``text``; raises ProtoSyntaxError.
+
+    Types the file does not define are looked up in ``pool`` (the imported
+    files must be in it already).
+    """
+    return _Parser(tokenize(text), file_name, pool).parse()
