@@ -15,8 +15,57 @@ from typing import Any
 import image_e2e
 import pytest
 import registry_env
+import runtime_mode
 from container_e2e import Pod, module_daemon, pod_per_test
 from daemon import DaemonProcess
+
+#: Static in Debian's catatonit package; pycrio runs it as its pods' init too.
+CATATONIT = "/usr/bin/catatonit"
+
+
+@pytest.fixture(scope="session")
+def pause_image(
+    registry: registry_env.RegistryServer, tmp_path_factory: pytest.TempPathFactory
+) -> registry_env.PushedImage:
+    """A pause image of our own: the host's static catatonit as /pause, run as ``/pause -P``.
+
+    For pods with an infra container (those of a VM handler always have one).
+    Like registry.k8s.io/pause it only waits, and shows as ``pause`` in the
+    pod's shared PID namespace (a busybox ``sleep`` would trip tests and pgrep).
+    """
+    catatonit = Path(CATATONIT)
+    if not catatonit.is_file():
+        pytest.skip(f"{CATATONIT} is missing (Debian package catatonit)")
+    work = tmp_path_factory.mktemp("pause")
+    layout = registry_env.OCILayout(work / "layout")
+    base = registry_env.compress_layer(registry_env.busybox_rootfs_tar())
+    pause = registry_env.compress_layer(
+        registry_env.make_tar({"pause": catatonit.read_bytes()}, modes={"pause": 0o755})
+    )
+    built = layout.build_image(
+        [base, pause], tag="pause", config={"Entrypoint": ["/pause", "-P"], "Cmd": None}
+    )
+    return registry_env.push(
+        registry_env.Skopeo(work / "skopeo"), layout, "pause", registry,
+        "pycrio-test/pause", "1", built=built,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shimv2_mode(request: pytest.FixtureRequest) -> None:
+    """PYCRIO_TEST_RUNTIME=shimv2: every daemon names the pause image (see runtime_mode.py).
+
+    Skips the whole e2e tier, with the reason, when the shim or the ``vm``
+    driver is missing: the mode was asked for and cannot be given.
+    """
+    if not runtime_mode.shimv2():
+        return
+    reason = runtime_mode.shim_missing_reason()
+    if reason:
+        pytest.skip(f"{runtime_mode.ENV}=shimv2 but {reason}")
+    registry = request.getfixturevalue("registry")
+    runtime_mode.pause_image = request.getfixturevalue("pause_image").name
+    runtime_mode.registries_conf = image_e2e.insecure(registry.host)
 
 
 @pytest.fixture(scope="module")

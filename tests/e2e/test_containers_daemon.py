@@ -1,8 +1,8 @@
 """Containers and the daemon's own life: restarts (SIGTERM, SIGKILL) and OCI hooks.
 
-Each test starts its own daemon (start_daemon); the containers are conmon's
-children, so they must outlive the daemon and their exits must be recorded
-while it is down.
+Each test starts its own daemon (start_daemon); the containers are their
+monitor's children (conmon's with runc, the shim's with a shim v2 handler), so
+they must outlive the daemon and their exits must be recorded while it is down.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from container_e2e import (
     alive,
     assert_nothing_left,
     daemon_config,
+    is_shim,
+    parent_pid,
     pod_config,
-    processes_mentioning,
+    processes_cmdline,
     texts,
     wait_until,
 )
@@ -48,14 +50,15 @@ def test_containers_outlive_the_daemon(
     )  # fmt: skip
     keeps_pid, ends_pid = pod.info(keeps)["pid"], pod.info(ends)["pid"]
     assert alive(keeps_pid) and alive(ends_pid)
-    monitors = [p for p, cmd in processes_mentioning(keeps) if "conmon" in cmd]
-    assert monitors
+    # the container's parent is its monitor: conmon, or the pod's shim v2
+    monitors = [parent_pid(keeps_pid), parent_pid(ends_pid)]
+    assert all(is_shim(p) or "conmon" in processes_cmdline(p) for p in monitors), monitors
 
     d.signal(sig)
     d.wait(timeout=30)
     d.stop()
     down_at = time.time_ns()
-    # while the daemon is down: one container runs on, the other ends and conmon records it
+    # while the daemon is down: one container runs on, the other ends and its monitor records it
     assert alive(keeps_pid) and all(alive(p) for p in monitors)
     wait_until(lambda: not alive(ends_pid), 10, "the short container to exit")
     time.sleep(0.2)

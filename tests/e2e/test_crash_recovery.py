@@ -448,7 +448,9 @@ def test_kill_during_create_container(harness: Harness, tmp_path: Path) -> None:
         _, err = h.crash_during(lambda n=name: h.create(pod_id, pod, n, ["sleep", "600"]), delay)
         after_kill(h, err, killed_at)
         named = [c for c in h.containers().values() if c.metadata.name == name]
-        assert all(c.state == CREATED for c in named) and len(named) <= 1
+        assert all(c.state == CREATED for c in named) and len(named) <= 1, [
+            (c.id, c.state, h.status(c.id).reason, h.status(c.id).message) for c in named
+        ]
         try:
             cid = h.create(pod_id, pod, name, ["sleep", "600"])
         except grpc.RpcError as e:

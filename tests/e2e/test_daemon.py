@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import runtime_mode
 from cri_api.v1 import api_pb2
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,7 @@ def test_version_status_runtime_config_and_unimplemented(start_daemon, tmp_path:
     conds = conditions(st)
     assert conds["RuntimeReady"].status, conds["RuntimeReady"].message  # runc + conmon
     handlers = {h.name: h for h in st.runtime_handlers}
-    assert set(handlers) == {"", "runc"}  # "" is the default handler
+    assert set(handlers) == {"", *runtime_mode.handlers()}  # "" is the default handler
     assert st.features.supplemental_groups_policy
     assert not conds["NetworkReady"].status  # the cni driver has no configuration
     assert conds["NetworkReady"].reason == "NetworkPluginNotReady"

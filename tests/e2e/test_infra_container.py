@@ -4,36 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
-import registry_env
 from cri_api.v1 import api_pb2
 from image_e2e import image_daemon, insecure
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def pause_image(registry, tmp_path_factory) -> registry_env.PushedImage:
-    """A pause image of our own: busybox sleeping, as its entrypoint."""
-    work = tmp_path_factory.mktemp("pause")
-    layout = registry_env.OCILayout(work / "layout")
-    base = registry_env.compress_layer(registry_env.busybox_rootfs_tar())
-    built = layout.build_image(
-        [base], tag="pause", config={"Entrypoint": ["/bin/sleep", "100000"], "Cmd": None}
-    )
-    return registry_env.push(
-        registry_env.Skopeo(work / "skopeo"),
-        layout,
-        "pause",
-        registry,
-        "test/pause",
-        "1",
-        built=built,
-    )
 
 
 def pod_config(name: str, tmp: Path) -> api_pb2.PodSandboxConfig:
@@ -84,14 +62,10 @@ def test_infra_container_runs_in_the_pod_and_goes_with_it(
     bundle = d.tmp / "runroot" / "containers" / infra_id / "bundle" / "config.json"
     annotations = json.loads(bundle.read_text())["annotations"]
     assert annotations["io.pycrio.test/adjusted-as"] == "sandbox"
-    state = subprocess.run(
-        ["runc", "--root", str(d.tmp / "runroot" / "drivers" / "runc" / "root"), "state", infra_id],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    pid = json.loads(state.stdout)["pid"]
+    verbose = rt.ContainerStatus(
+        api_pb2.ContainerStatusRequest(container_id=infra_id, verbose=True)
+    ).info["info"]
+    pid = json.loads(verbose)["pid"]
     # the infra container joins the pod's pinned IPC namespace, and the
     # host's network and UTS namespaces of this host-network pod
     assert os.stat(info["namespaces"]["ipc"]).st_ino == os.stat(f"/proc/{pid}/ns/ipc").st_ino

@@ -7,8 +7,10 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import leaks
 import pytest
 import registry_env
+import runtime_mode
 from container_e2e import Pod, alive, daemon_config, pod_config, wait_until
 from cri_api.v1 import api_pb2
 from image_e2e import pull
@@ -101,10 +103,18 @@ def test_check_repair_and_wipe(
     assert r.returncode == 0, r.stdout + r.stderr
     assert "removed" in r.stdout
     # the runtime driver named its own: the container's init and its monitor
-    assert f"killed container {cid} (pid {pid})" in r.stdout, r.stdout
-    assert f"killed monitor of {cid} (pid " in r.stdout, r.stdout
+    if runtime_mode.shimv2():  # the vm driver: the pod's shim is the monitor
+        assert f"killed process of container {cid} (pid {pid})" in r.stdout, r.stdout
+        assert f"killed shim of pod {pod.id} (pid " in r.stdout, r.stdout
+    else:
+        assert f"killed container {cid} (pid {pid})" in r.stdout, r.stdout
+        assert f"killed monitor of {cid} (pid " in r.stdout, r.stdout
     assert "note:" not in r.stdout, r.stdout
     wait_until(lambda: not alive(pid), 10, "the container to be killed by wipe")
+    # nor its monitor: conmon, or the pod's shim v2 (with its runtime state)
+    wait_until(lambda: not leaks.monitors_of(runroot), 10, "the container's monitor to go")
+    shim_state = [p for i in (cid, pod.id) for p in Path("/run/containerd").glob(f"*/*/{i}")]
+    assert shim_state == []  # a shim v2's runtime state (runc's under /run/containerd/runc/<ns>)
     assert mounts_under(root, runroot) == []
     assert not (root / "storage").exists() and not (root / "sandboxes").exists()
 

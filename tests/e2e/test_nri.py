@@ -246,7 +246,8 @@ def test_refusals_undo_everything_and_hooks_see_the_promised_state(
     assert "this container is refused" in err.details()
     assert seen["container listed while CreateContainer runs"] is False
     assert rt.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers == []
-    assert not list((d.tmp / "runroot" / "containers").iterdir())
+    infra = pod.pod_info().get("infra_id", "")  # a VM handler's pod has one, and keeps it
+    assert [p for p in (d.tmp / "runroot" / "containers").iterdir() if p.name != infra] == []
     assert_nothing_left(d, [seen["refused id"]])  # no monitor, mount, runtime state, cgroup
     # plugins that heard of the refused container hear that it is gone
     undone = [

@@ -10,6 +10,7 @@ from pathlib import Path
 import cgroups
 import grpc
 import pytest
+import runtime_mode
 from cri_api.v1 import api_pb2
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +67,7 @@ def test_pod_lifecycle_with_pinned_namespaces(daemon, tmp_path: Path) -> None:
     assert (s.metadata.name, s.metadata.namespace, s.metadata.uid) == ("web", "ns1", "uid-web")
     assert s.network.ip == "10.89.0.7"
     assert [ip.ip for ip in s.network.additional_ips] == ["fd00::7"]
-    assert s.runtime_handler == "runc" and s.labels["app"] == "web"
+    assert s.runtime_handler == runtime_mode.default_handler() and s.labels["app"] == "web"
 
     info = json.loads(
         rt.PodSandboxStatus(
@@ -111,7 +112,10 @@ def test_pod_lifecycle_with_pinned_namespaces(daemon, tmp_path: Path) -> None:
     stats = rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=pod_id)).stats
     assert stats.attributes.id == pod_id
     assert stats.linux.cpu.timestamp > 0 and stats.linux.memory.timestamp > 0
-    assert stats.linux.process.process_count.value == 0  # no container yet
+    # no container yet: only the infra (pause) container's process, if the pod has one, and
+    # its monitor, which lives in the pod's cgroup (conmon, or the pod's shim v2)
+    expected = 2 if info.get("infra_id") else 0
+    assert stats.linux.process.process_count.value == expected
 
     rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
     assert (
@@ -209,7 +213,8 @@ def test_unknown_handler_missing_metadata_unknown_ids(daemon, tmp_path: Path) ->
             api_pb2.RunPodSandboxRequest(config=pod_config("x", tmp_path), runtime_handler="kata")
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "'kata' is not configured; configured handlers: runc" in err.value.details()
+    configured = ", ".join(runtime_mode.handlers())
+    assert f"'kata' is not configured; configured handlers: {configured}" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
         rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=api_pb2.PodSandboxConfig()))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cgroups
 import pytest
 import registry_env
+import runtime_mode
 from container_e2e import Pod, module_daemon, pod_config
+from cri_api.v1 import api_pb2
 from daemon import DaemonProcess
 
 pytestmark = pytest.mark.e2e
@@ -66,14 +69,12 @@ def running(
     pod.remove()
 
 
-def runc_state(d: DaemonProcess, cid: str) -> str:
-    roots = [p.parent.parent for p in (d.tmp / "runroot" / "drivers").rglob(f"{cid}/state.json")]
-    assert roots, f"no runc state for {cid}"
-    cp = subprocess.run(
-        ["runc", "--root", str(roots[0]), "state", cid],
-        capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
-    return json.loads(cp.stdout)["status"]
+def frozen(crio: DaemonProcess, cid: str) -> bool:
+    """Whether the container's cgroup is frozen: what pausing means for runc and the shim."""
+    status = crio.runtime().ContainerStatus(
+        api_pb2.ContainerStatusRequest(container_id=cid, verbose=True), timeout=10
+    )
+    return cgroups.frozen(json.loads(status.info["info"])["cgroups_path"])
 
 
 def test_socket_mode(crio: DaemonProcess) -> None:
@@ -87,7 +88,7 @@ def test_info(crio: DaemonProcess) -> None:
     assert info["root"] == str(crio.tmp / "root")
     assert info["runroot"] == str(crio.tmp / "runroot")
     assert info["storage_driver"] in ("overlay", "vfs")
-    assert info["default_runtime"] == "runc"
+    assert info["default_runtime"] == runtime_mode.default_handler()
     assert info["cgroup_driver"] and info["version"]
 
 
@@ -123,11 +124,17 @@ def test_pause_and_unpause(crio: DaemonProcess, running: tuple[Pod, str]) -> Non
     code, _, body = get(crio, f"/pause/{cid}", method="POST")
     assert code == 200, body
     try:
-        assert runc_state(crio, cid) == "paused"
+        assert frozen(crio, cid)
     finally:
         code, _, body = get(crio, f"/unpause/{cid}")
         assert code == 200, body
-    assert runc_state(crio, cid) == "running"
+    assert not frozen(crio, cid)
+    assert (
+        crio.runtime()
+        .ContainerStatus(api_pb2.ContainerStatusRequest(container_id=cid), timeout=10)
+        .status.state
+        == api_pb2.CONTAINER_RUNNING
+    )
     assert get(crio, "/pause/" + "0" * 64)[0] == 404
 
 

@@ -85,3 +85,10 @@ def memory_limit_file_in_container() -> str:
     if detect().uses_v2:
         return "/sys/fs/cgroup/memory.max"
     return "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+
+
+def frozen(path: str) -> bool:
+    """True if the cgroup ``path`` is frozen (a paused container), whoever froze it."""
+    if detect().uses_v2:
+        return (controller_dir("cpu", path) / "cgroup.freeze").read_text().strip() == "1"
+    return (controller_dir("freezer", path) / "freezer.state").read_text().strip() == "FROZEN"

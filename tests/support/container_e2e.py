@@ -31,8 +31,11 @@ RUNNING = api_pb2.CONTAINER_RUNNING
 CREATED = api_pb2.CONTAINER_CREATED
 
 
-def daemon_config(tmp: Path, registry_host: str, extra: str = "") -> str:
-    """pycrio.conf text: the test registry as insecure, accept-all policy, ``extra`` on top."""
+def daemon_config(tmp: Path, registry_host: str, extra: str = "", image: str = "") -> str:
+    """pycrio.conf text: the test registry as insecure, accept-all policy, ``extra`` on top.
+
+    ``image``: more keys of the ``[image]`` table (TOML lines).
+    """
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "registries.conf").write_text(image_e2e.insecure(registry_host))
     (tmp / "policy.json").write_text(json.dumps(image_e2e.ACCEPT_ALL))
@@ -45,19 +48,21 @@ def daemon_config(tmp: Path, registry_host: str, extra: str = "") -> str:
         f"registries_conf_dir = {toml(tmp / 'registries.conf.d')}\n"
         f"signature_policy = {toml(tmp / 'policy.json')}\n"
         f"certs_dirs = [{toml(tmp / 'certs.d')}]\n"
+        f"{image}\n"
     )
 
 
 @contextlib.contextmanager
 def module_daemon(
-    tmp: Path, registry_host: str, pulls: Iterable[str], extra: str = ""
+    tmp: Path, registry_host: str, pulls: Iterable[str], extra: str = "", image: str = ""
 ) -> Iterator[DaemonProcess]:
     """A daemon shared by a test module, with images pulled; its pods go with it.
 
-    ``extra`` is configuration (TOML) put before the harness's own tables.
+    ``extra`` is configuration (TOML) put before the harness's own tables,
+    ``image`` more keys of its ``[image]`` table.
     """
     d = DaemonProcess(tmp, [], dict(os.environ))
-    d.config.write_text(daemon_config(tmp / "conf", registry_host, extra))
+    d.config.write_text(daemon_config(tmp / "conf", registry_host, extra, image))
     d.start()
     try:
         for name in pulls:
@@ -88,14 +93,13 @@ def pod_config(
 class Pod:
     """A running pod and the containers a test made in it."""
 
-    def __init__(self, d: DaemonProcess, config: api_pb2.PodSandboxConfig) -> None:
+    def __init__(
+        self, d: DaemonProcess, config: api_pb2.PodSandboxConfig, runtime_handler: str = ""
+    ) -> None:
         self.d = d
         self.config = config
-        self.id = (
-            d.runtime()
-            .RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=30)
-            .pod_sandbox_id
-        )
+        request = api_pb2.RunPodSandboxRequest(config=config, runtime_handler=runtime_handler)
+        self.id = d.runtime().RunPodSandbox(request, timeout=30).pod_sandbox_id
         self.containers: list[str] = []
 
     @property
@@ -143,6 +147,34 @@ class Pod:
     def info(self, cid: str) -> dict[str, Any]:
         return json.loads(self.status(cid, verbose=True).info["info"])
 
+    def pod_info(self) -> dict[str, Any]:
+        status = self.rt.PodSandboxStatus(
+            api_pb2.PodSandboxStatusRequest(pod_sandbox_id=self.id, verbose=True), timeout=10
+        )
+        return json.loads(status.info["info"])
+
+    def shims(self) -> set[int]:
+        """Pids of the shim v2 processes serving this pod's live containers (none with runc).
+
+        A shim is its containers' parent (their subreaper), so it is found from
+        them, whatever its command line looks like.
+        """
+        try:
+            infra = self.pod_info().get("infra_id", "")
+        except grpc.RpcError:
+            return set()  # removed by the test: it checked what it needed
+        ids = [infra, *self.containers]
+        found = set()
+        for cid in filter(None, ids):
+            try:
+                pid = int(self.info(cid).get("pid") or 0)
+            except grpc.RpcError:
+                continue  # removed by the test
+            parent = parent_pid(pid) if pid > 0 else 0
+            if parent and is_shim(parent):
+                found.add(parent)
+        return found
+
     def wait_exit(self, cid: str, timeout: float = 15) -> api_pb2.ContainerStatus:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -179,14 +211,35 @@ def pod_per_test(d: DaemonProcess, tmp: Path, test_name: str) -> Iterator[Pod]:
     name = test_name.split("[")[0].replace("_", "-")[:40].strip("-")
     p = Pod(d, pod_config(name, tmp / "logs"))
     yield p
+    shims = p.shims()
     p.remove()
     assert_nothing_left(d, p.containers)
+    wait_until(lambda: not any(map(alive, shims)), 10, f"the shims {shims} of the pod to exit")
+
+
+def parent_pid(pid: int) -> int:
+    """``pid``'s parent, 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def is_shim(pid: int) -> bool:
+    """True if ``pid`` runs a containerd shim v2 binary (containerd-shim-<name>-v2)."""
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return False
+    return exe.startswith("containerd-shim-") and exe.endswith("-v2")
 
 
 def parse_log(path: Path) -> list[tuple[str, str, str, str]]:
     """(time, stream, tag, text) of every line; fails on a line not in the CRI format."""
     out = []
-    for line in path.read_text().splitlines():
+    # lines end with \n only: a TTY's output keeps its \r (read_text and splitlines cut there)
+    for line in path.read_bytes().decode().split("\n")[:-1]:
         m = LOG_LINE.match(line)
         assert m, f"not a CRI log line: {line!r}"
         out.append((m.group(1), m.group(2), m.group(3), m.group(4)))
@@ -212,14 +265,19 @@ def processes_mentioning(*needles: str, all_of: str = "") -> list[tuple[int, str
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
+        cmdline = processes_cmdline(int(entry))
         if any(n in cmdline for n in needles) and all_of in cmdline:
             out.append((int(entry), cmdline))
     return out
+
+
+def processes_cmdline(pid: int) -> str:
+    """``pid``'s command line, arguments joined by spaces; empty when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def alive(pid: int) -> bool:

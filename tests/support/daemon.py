@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +15,18 @@ import time
 from pathlib import Path
 
 import grpc
+import runtime_mode
 from cri_api.v1 import api_pb2, api_pb2_grpc
+
+#: This test session's attach directories, removed when it ends.
+ATTACH_ROOT = f"/run/pycrio-test/{secrets.token_hex(4)}"
+atexit.register(shutil.rmtree, ATTACH_ROOT, ignore_errors=True)
+
+
+def attach_dir(tmp: Path) -> str:
+    """The attach socket directory of the daemon at ``tmp`` (kept short: a socket
+    path below it, ``<dir>/<64-hex id>/attach``, must fit in 107 bytes)."""
+    return f"{ATTACH_ROOT}/{hashlib.sha256(str(tmp).encode()).hexdigest()[:8]}"
 
 
 class DaemonProcess:
@@ -31,6 +46,13 @@ class DaemonProcess:
                 f"nri_listen = {json.dumps(str(tmp / 'nri.sock'))}\n"
                 f"nri_plugin_dir = {json.dumps(str(tmp / 'nri-plugins'))}\n"
                 f"nri_plugin_config_dir = {json.dumps(str(tmp / 'nri-conf'))}\n"
+            )
+        # conmon's attach links go in a directory of this daemon's own: in the shared
+        # default (/run/pycrio/attach) another daemon's links would show in its checks
+        attach = self.config_dir / "00-test-attach.conf"
+        if not attach.exists():
+            attach.write_text(
+                f"[runtime]\ncontainer_attach_socket_dir = {json.dumps(attach_dir(tmp))}\n"
             )
         self.args = args
         self.env = env
@@ -58,7 +80,9 @@ class DaemonProcess:
         ]
 
     def start(self, wait: bool = True) -> DaemonProcess:
-        self._stderr = self.stderr_path.open("wb")
+        # PYCRIO_TEST_RUNTIME=shimv2: the shim v2 handler as the default (runtime_mode.py)
+        runtime_mode.write_dropin(self.config, self.config_dir, self.tmp / "test-runtime")
+        self._stderr = self.stderr_path.open("ab")  # a restart appends: the first life's log stays
         self.proc = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=self._stderr, env=self.env
         )

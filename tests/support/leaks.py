@@ -67,13 +67,23 @@ def cmdlines() -> dict[int, str]:
 
 
 def monitors_of(runroot: Path) -> list[tuple[int, str]]:
-    """conmon or runc processes whose command line mentions ``runroot``."""
+    """conmon or runc processes whose command line mentions ``runroot``, and shim v2
+    processes that mention it or work in a bundle below it (a shim runs in its bundle)."""
     needle = str(runroot)
     return [
         (pid, cmd)
         for pid, cmd in cmdlines().items()
-        if needle in cmd and ("conmon" in cmd or "runc" in cmd)
+        if (needle in cmd and ("conmon" in cmd or "runc" in cmd))
+        or ("containerd-shim" in cmd and (needle in cmd or _cwd_under(pid, needle)))
     ]
+
+
+def _cwd_under(pid: int, top: str) -> bool:
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return cwd == top or cwd.startswith(top.rstrip("/") + "/")
 
 
 def _entries(d: Path) -> list[str]:

@@ -2,7 +2,8 @@
 
 Port forwarding must reach into a pod's own network namespace, so these modules
 run pods on a real CNI bridge (a private /24 in 10.89.0.0/16, host-local IPAM)
-rather than on the node's network.
+rather than on the node's network. The exec/attach helpers below get a URL from
+the CRI and open the session over SPDY or WebSocket (stream_client.py).
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import stream_client as sc
 from container_e2e import daemon_config
+from cri_api.v1 import api_pb2
 from daemon import DaemonProcess
 from image_e2e import pull
 
 CNI_BRIDGE = "/usr/lib/cni/bridge"
+URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/(exec|attach|portforward)/([^/?#]+)$")
 
 
 class BridgeNetwork:
@@ -97,3 +103,79 @@ def streaming_daemon(
                 rc = None
         d.stop()
     assert rc == 0, f"the daemon did not stop on SIGTERM (rc {rc}):\n{d.stderr()[-3000:]}"
+
+
+# --- exec and attach sessions ------------------------------------------------------------
+
+
+def check_url(url: str, kind: str) -> str:
+    m = URL.match(url)
+    assert m, f"unexpected streaming URL {url!r}"
+    assert m.group(2) == kind and int(m.group(1)) > 0
+    return m.group(3)
+
+
+def exec_url(
+    rt: Any,
+    cid: str,
+    cmd: list[str],
+    *,
+    stdin: bool = False,
+    stdout: bool = True,
+    stderr: bool = True,
+    tty: bool = False,
+) -> str:
+    req = api_pb2.ExecRequest(
+        container_id=cid, cmd=cmd, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty
+    )
+    url = rt.Exec(req, timeout=10).url
+    check_url(url, "exec")
+    return url
+
+
+def attach_url(
+    rt: Any,
+    cid: str,
+    *,
+    stdin: bool = False,
+    stdout: bool = True,
+    stderr: bool = True,
+    tty: bool = False,
+) -> str:
+    req = api_pb2.AttachRequest(
+        container_id=cid, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty
+    )
+    url = rt.Attach(req, timeout=10).url
+    check_url(url, "attach")
+    return url
+
+
+def open_exec(transport: str, rt: Any, cid: str, cmd: list[str], **streams: Any):
+    """Exec ``cmd`` and open the session over ``transport`` with the same streams."""
+    protocols = streams.pop("protocols", None)
+    url = exec_url(rt, cid, cmd, **streams)
+    return sc.remote_command(transport, url, protocols=protocols, **streams)
+
+
+def run_exec(
+    transport: str, rt: Any, cid: str, cmd: list[str], stdin_data: bytes | None = None, **kw: Any
+) -> sc.Result:
+    """Exec to completion: send ``stdin_data`` (then EOF), collect output and status."""
+    with open_exec(transport, rt, cid, cmd, stdin=stdin_data is not None, **kw) as s:
+        if stdin_data is not None:
+            if stdin_data:
+                s.write_stdin(stdin_data)
+            s.close_stdin()
+        return s.wait()
+
+
+def is_success(r: sc.Result) -> bool:
+    return r.status.success and r.exit_code == 0
+
+
+#: waits (boundedly) until the terminal has a size, then prints it
+def await_size(size: str) -> str:
+    return (
+        f"n=0; until [ \"$(stty size)\" = '{size}' ] || [ $n -gt 200 ];"
+        ' do n=$((n+1)); sleep 0.05; done; echo "size=$(stty size)"'
+    )
