@@ -456,7 +456,7 @@ class ShimV2Driver(RuntimeDriver):
                 io.stderr_path,
             )
             outputs = [p for p in (io.stdout_path, io.stderr_path) if p]
-            record.holder_pid, record.holder_start = fifo_holder.start(outputs)
+            record.holder_pid, record.holder_start = fifo_holder.start(outputs, record.io_dir)
             self.records.save(record)
         pid = shim.tasks.create(
             record.task_id,
@@ -564,14 +564,18 @@ class ShimV2Driver(RuntimeDriver):
                 self._ooms.discard(record.task_id)
         if io is not None:
             io.close()
-        if record is not None and record.holder_pid:
-            fifo_holder.stop(record.holder_pid, record.holder_start)
+        # the IO directory is named by the id: a daemon killed before recording it
+        # (or the holder's pid) left both, and they are found all the same
+        io_dir = (record.io_dir if record is not None else "") or os.path.join(
+            self.io_root, container_id
+        )
+        if record is not None:
+            fifo_holder.stop_any(record.holder_pid, record.holder_start, io_dir)
         self.records.remove(container_id)
         if record is not None:
             if record.real_bundle:
                 shim_binary.unlink_bundle(record.bundle, record.real_bundle)
-            if record.io_dir:
-                shutil.rmtree(record.io_dir, ignore_errors=True)
+            shutil.rmtree(io_dir, ignore_errors=True)
 
     def _recorded_address(self, record: ContainerRecord) -> str:
         """The shim's address: recorded, or (the daemon died before recording it) the
@@ -738,15 +742,7 @@ class ShimV2Driver(RuntimeDriver):
             try:
                 shim = self._connect(record.address, record.pod_id)
             except ShimGone as e:
-                code, at = self._cleanup_with_binary(record)
-                self._exited(
-                    cid,
-                    code,
-                    at,
-                    reason="Error",
-                    message=f"the container's shim v2 process was gone at restart ({e.message})",
-                )
-                exits[cid] = self._exits[cid]
+                exits[cid] = self._gone_at_restart(record, e)
                 continue
             with self._lock:
                 shim.containers.add(cid)
@@ -757,6 +753,9 @@ class ShimV2Driver(RuntimeDriver):
                     shim_binary.drain_log(fifo, cid)
             try:
                 resp = shim.tasks.state(record.task_id)
+            except ShimGone as e:  # it went right after we connected
+                exits[cid] = self._gone_at_restart(record, e)
+                continue
             except CRIError as e:
                 log.warning("state of %s after restart: %s", cid[:12], e.message)
                 continue
@@ -766,6 +765,19 @@ class ShimV2Driver(RuntimeDriver):
             elif api.task_types.Status.Name(resp.status) != "CREATED":
                 self._watch(cid)
         return exits
+
+    def _gone_at_restart(self, record: ContainerRecord, e: ShimGone) -> ExitStatus:
+        """A container whose shim died while the daemon was down: cleaned up, exited."""
+        code, at = self._cleanup_with_binary(record)
+        self._exited(
+            record.container_id,
+            code,
+            at,
+            reason="Error",
+            message=f"the container's shim v2 process was gone at restart ({e.message})",
+        )
+        with self._lock:
+            return self._exits[record.container_id]
 
     def close(self) -> None:
         self._closing = True

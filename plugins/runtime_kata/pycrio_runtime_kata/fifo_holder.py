@@ -9,7 +9,9 @@ here a tiny helper (``sleep infinity``, started with read ends of the
 container's stdout and stderr FIFOs and nothing else) keeps the buffers
 alive until the next daemon has read them. It never reads, so it takes no
 output away; it is killed when the container is deleted, identified by its
-pid *and* start time (a recycled pid is never killed).
+pid *and* start time (a recycled pid is never killed). A daemon killed
+between starting a holder and recording its pid finds it by its argv[0],
+which names the container's IO directory (sleep ignores its argv[0]).
 """
 
 from __future__ import annotations
@@ -23,15 +25,21 @@ import subprocess
 from pycrio.linux import processes
 
 
-def start(paths: list[str]) -> tuple[int, int]:
-    """(pid, start ticks) of a new holder of ``paths`` (FIFOs that must exist)."""
+def _argv0(io_dir: str) -> str:
+    return f"pycrio-fifo-holder:{io_dir}"
+
+
+def start(paths: list[str], io_dir: str) -> tuple[int, int]:
+    """(pid, start ticks) of a new holder of ``paths`` (FIFOs that must exist) of
+    the container whose IO directory is ``io_dir``."""
     sleep = shutil.which("sleep") or "/bin/sleep"
     fds: list[int] = []
     try:
         for path in paths:
             fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
-            [sleep, "infinity"],
+            [_argv0(io_dir), "infinity"],
+            executable=sleep,
             pass_fds=fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -56,3 +64,18 @@ def stop(pid: int, start_ticks: int) -> None:
     if is_holder(pid, start_ticks):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def find(io_dir: str) -> int:
+    """The pid of the holder started for ``io_dir`` (0 if none), whether or not its
+    pid was recorded."""
+    return processes.find_with_arg(_argv0(io_dir))
+
+
+def stop_any(pid: int, start_ticks: int, io_dir: str) -> None:
+    """Kill the recorded holder, and one the record missed (killed before saving it)."""
+    stop(pid, start_ticks)
+    found = find(io_dir) if io_dir else 0
+    if found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(found, signal.SIGKILL)

@@ -91,8 +91,13 @@ def leftover_processes(driver: Any, known_ids: Collection[str]) -> list[Leftover
         )
         out.append(LeftoverProcess(pid, f"shim of pod {pods[0] if pods else task_id}"))
     for r in records:
-        if r.container_id not in known_ids and fifo_holder.is_holder(r.holder_pid, r.holder_start):
+        if r.container_id in known_ids:
+            continue
+        if fifo_holder.is_holder(r.holder_pid, r.holder_start):
             out.append(LeftoverProcess(r.holder_pid, f"output FIFO holder of {r.container_id}"))
+        elif pid := fifo_holder.find(r.io_dir or os.path.join(driver.io_root, r.container_id)):
+            # started, but the daemon was killed before it recorded the pid
+            out.append(LeftoverProcess(pid, f"output FIFO holder of {r.container_id}"))
     return out
 
 
