@@ -76,10 +76,18 @@ def start_daemon(tmp_path: Path) -> Iterator:
         return d.start(wait=wait)
 
     yield start
+    # a teardown that fails still stops every daemon (or they leak, mounts and all);
+    # the first failure is raised once all are stopped
+    failures: list[BaseException] = []
     for d in started:
-        if d.proc is not None and d.proc.poll() is None:
-            d.remove_all_pods()
+        try:
+            if d.proc is not None and d.proc.poll() is None:
+                d.remove_all_pods()
+        except Exception as e:  # noqa: BLE001 - re-raised below, after the stops
+            failures.append(e)
         d.stop()
+    if failures:
+        raise failures[0]
 
 
 def _require_tools() -> None:
