@@ -52,8 +52,9 @@ def test_stream_pod_sandboxes_matches_list(start_daemon, tmp_path: Path) -> None
     listed = rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items
     streamed = items(d, "StreamPodSandboxes")
     assert sorted(p.id for p in streamed) == sorted(ids)
-    assert sorted(p.SerializeToString() for p in streamed) == sorted(
-        p.SerializeToString() for p in listed
+    # deterministic: a map field (labels) may be encoded in any order
+    assert sorted(p.SerializeToString(deterministic=True) for p in streamed) == sorted(
+        p.SerializeToString(deterministic=True) for p in listed
     )
     states = {p.id: p.state for p in streamed}
     assert states == {
@@ -112,7 +113,7 @@ def test_stream_images_and_containers(
     listed = d.images().ListImages(api_pb2.ListImagesRequest()).images
     streamed = items(d, "StreamImages")
     assert [i.id for i in streamed] == [i.id for i in listed] == [image_ref]
-    assert streamed[0].SerializeToString() == listed[0].SerializeToString()
+    assert streamed[0] == listed[0]  # compared as messages: map fields have no wire order
     by_name = api_pb2.ImageFilter(image=api_pb2.ImageSpec(image=images.busybox.name))
     assert [i.id for i in items(d, "StreamImages", filter=by_name)] == [image_ref]
     missing = api_pb2.ImageFilter(image=api_pb2.ImageSpec(image=f"{registry.host}/no/such:1"))
@@ -126,8 +127,8 @@ def test_stream_images_and_containers(
     listed_ctrs = rt.ListContainers(api_pb2.ListContainersRequest()).containers
     streamed_ctrs = items(d, "StreamContainers")
     assert sorted(c.id for c in streamed_ctrs) == sorted([running, created])
-    assert sorted(c.SerializeToString() for c in streamed_ctrs) == sorted(
-        c.SerializeToString() for c in listed_ctrs
+    assert sorted(c.SerializeToString(deterministic=True) for c in streamed_ctrs) == sorted(
+        c.SerializeToString(deterministic=True) for c in listed_ctrs
     )
     only_running = api_pb2.ContainerFilter(
         state=api_pb2.ContainerStateValue(state=RUNNING), pod_sandbox_id=pod.id
