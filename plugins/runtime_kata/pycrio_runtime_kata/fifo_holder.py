@@ -73,9 +73,15 @@ def find(io_dir: str) -> int:
 
 
 def stop_any(pid: int, start_ticks: int, io_dir: str) -> None:
-    """Kill the recorded holder, and one the record missed (killed before saving it)."""
-    stop(pid, start_ticks)
-    found = find(io_dir) if io_dir else 0
+    """Kill the recorded holder, or one the record missed (killed before saving it).
+
+    The process scan runs only in that crash window: no pid recorded, yet the
+    IO directory (made before any holder) exists; not on every delete.
+    """
+    if pid:
+        stop(pid, start_ticks)
+        return
+    found = find(io_dir) if io_dir and os.path.isdir(io_dir) else 0
     if found:
         with contextlib.suppress(ProcessLookupError):
             os.kill(found, signal.SIGKILL)
